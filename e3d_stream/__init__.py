@@ -1,0 +1,46 @@
+"""e3d_stream: streaming evaluation of Efficient-3DCNNs video models.
+
+Videos are decoded with PyAV in worker processes, preprocessed exactly like the
+reference workflow, batched through a bounded queue into an inference session
+(ONNX Runtime, PyTorch, ais_bench or a simulated device) and scored online.
+
+The public names below are loaded lazily so that ``import e3d_stream`` pulls in
+neither torch, onnxruntime nor ais_bench.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> defining module (relative to this package)
+_EXPORTS = {
+    "AnnotationError": "errors",
+    "BackendUnavailableError": "errors",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "DecodeError": "errors",
+    "E3DError": "errors",
+    "Failure": "ledger",
+    "OutputError": "errors",
+    "PipelineInterrupted": "errors",
+    "ResumeMismatchError": "errors",
+    "SessionError": "errors",
+    "WorkerError": "errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'e3d_stream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
