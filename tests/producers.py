@@ -1,0 +1,55 @@
+"""Producers for worker-pool tests, importable in spawned workers.
+
+A task "path" here is a spec string ``"<n_clips>[:<behaviour>]"``; each clip
+is filled with ``(video number * 16 + clip index) % 256`` so ordering mistakes
+show in the data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+
+from e3d_stream import ledger
+from e3d_stream.constants import CLIP_SHAPE
+from e3d_stream.errors import DecodeError
+
+
+class _Stream:
+    def __init__(self, spec: str, *, video_number: int = 0, delay: float = 0.0, marker_dir: str | None = None):
+        n, _, behaviour = spec.partition(":")
+        self.n_clips = int(n)
+        self.behaviour = behaviour
+        self.video_number = video_number
+        self.delay = delay
+        self.marker_dir = marker_dir
+        self.n_frames = 16 * self.n_clips + 1
+        self.warning = None
+
+    def __iter__(self):
+        if self.behaviour == "decode_error":
+            raise DecodeError("synthetic broken file", reason=ledger.NOT_A_VIDEO)
+        if self.behaviour == "boom":
+            raise RuntimeError("synthetic bug")
+        for i in range(self.n_clips):
+            if self.behaviour == "hang" and i == 1:
+                time.sleep(3600)
+            if self.behaviour.startswith("die") and i == 1:
+                # "die": die on every attempt; "die_once": only when no marker exists yet
+                marker = os.path.join(self.marker_dir or "/tmp", f"died_{self.video_number}")
+                if self.behaviour == "die" or not os.path.exists(marker):
+                    open(marker, "w").close()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if self.delay:
+                time.sleep(self.delay)
+            yield np.full(CLIP_SHAPE, (self.video_number * 16 + i) % 256, np.uint8)
+        if self.behaviour == "truncated":
+            self.warning = ledger.Failure(f"v{self.video_number}", ledger.TRUNCATED, "synthetic", fatal=False)
+
+
+def fake_clips(path: str, **options) -> _Stream:
+    number, _, spec = path.partition("=")
+    return _Stream(spec, video_number=int(number), **options)
