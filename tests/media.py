@@ -115,3 +115,65 @@ def make_annotation(path: str | Path, labels: Sequence[str], entries: Sequence[t
     path = Path(path)
     path.write_text(json.dumps({"labels": list(labels), "database": database}))
     return path
+
+
+# --- helpers for the data-path tests (decode, clips) -------------------------------------------
+
+
+def make_gappy_avi(path: str | Path, slots: Sequence[int], *, width: int = 320, height: int = 240,
+                   fps: int = 25) -> Path:
+    """An mpeg4 AVI whose frame ``i`` (showing number ``i``) is muxed at timestamp ``slots[i]``.
+
+    Gaps in ``slots`` become the empty "drop" chunks AVI uses for skipped
+    frames (the AVI muxer writes them for timestamp gaps), the case where the
+    ffmpeg CLI's constant-frame-rate output duplicates frames.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tb = Fraction(1, fps)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = 4_000_000
+        packets = []
+        for i in range(len(slots)):
+            frame = av.VideoFrame.from_ndarray(numbered_frame(i, width, height), format="rgb24")
+            frame.pts, frame.time_base = i, tb
+            packets += stream.encode(frame)
+        packets += stream.encode(None)
+        for packet in packets:  # no B-frames: packet i carries frame i
+            packet.pts = packet.dts = slots[packet.pts]
+            out.mux(packet)
+    return path
+
+
+def make_audio_only(path: str | Path, *, seconds: float = 0.5, rate: int = 8000) -> Path:
+    """A WAV file with a sine tone and no video stream."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate)
+        n = int(seconds * rate)
+        samples = (np.sin(np.arange(n) * 0.05) * 8000).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def make_undecodable_video(path: str | Path, n_packets: int = 8, *, seed: int = 0) -> Path:
+    """An AVI that opens as 320x240 mpeg4 video but whose packets are random bytes (nothing decodes)."""
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(n_packets):
+            packet = av.Packet(rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
+            packet.pts = packet.dts = i
+            packet.time_base = Fraction(1, 25)
+            packet.stream = stream
+            out.mux(packet)
+    return path
