@@ -1,0 +1,315 @@
+"""Scores and accuracy, the way the reference computes them (SPEC A.9-A.10).
+
+* :func:`softmax`, :func:`reference_mean`, :func:`topk_order`: per-clip
+  softmax, the per-video float32 mean (bit-identical to upstream's
+  ``torch.mean(torch.stack(clips), dim=0)``) and the top-k order.
+* :class:`VideoResult`: one video's final score.
+* :func:`video_accuracy`: hit@k over every video of the subset, as upstream
+  ``utils/eval_ucf101.py`` counts it (a video without a score is a miss);
+  :func:`clip_accuracy` the clip-level figure.
+* :func:`write_val_json` / :func:`read_val_json`: upstream's predictions file
+  ``{"results": {video_id: [{"label": name, "score": s}, ... top 10]}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .binio import atomic_write
+from .errors import AnnotationError, ConfigError
+
+__all__ = [
+    "AccuracyReport", "VideoResult", "clip_accuracy", "ground_truth_from_annotation", "read_val_json",
+    "reference_mean", "softmax", "topk_order", "video_accuracy", "write_val_json",
+]
+
+
+def choose(table: Mapping, name, what: str):
+    """``table[name]``, or a ConfigError naming the bad value and the allowed set."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown {what} {name!r}; expected one of {sorted(table)}") from None
+
+
+# ── numerics ────────────────────────────────────────────────────────────────
+
+def _softmax_numpy(logits: np.ndarray) -> np.ndarray:
+    # ATen's CPU recipe (max-shift, exp, multiply by 1/sum) in float32; its
+    # vector exp and sum order differ, so this is within a few ulps of torch.
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp * (np.float32(1.0) / exp.sum(axis=1, keepdims=True, dtype=np.float32))
+
+
+def _softmax_torch(logits: np.ndarray) -> np.ndarray:
+    # Bit-identical to the reference on the same torch build and CPU
+    # capability; imported here so that ``import e3d_stream`` stays torch-free.
+    import torch
+
+    with torch.no_grad():
+        return torch.softmax(torch.from_numpy(np.ascontiguousarray(logits)), dim=1).numpy()
+
+
+#: softmax backend -> function, float32 (n, C) -> float32 (n, C)
+SOFTMAX_BACKENDS = {"numpy": _softmax_numpy, "torch": _softmax_torch}
+
+
+def softmax(logits: np.ndarray, *, backend: str = "numpy") -> np.ndarray:
+    """Row-wise softmax of float32 logits ``(n, C)``, like ``torch.softmax(x, dim=1)``."""
+    fn = choose(SOFTMAX_BACKENDS, backend, "softmax backend")
+    return np.asarray(fn(np.asarray(logits, dtype=np.float32)), dtype=np.float32)
+
+
+# ATen's float sum (aten/src/ATen/native/cpu/SumKernel.cpp) reduces the rows of
+# a contiguous (n, C) tensor in one of two orders, by column:
+#   columns [0, J), J = C // 32 * 32  ("vectorized outer sum": 4 vectors of 8)
+#       one cascade over all rows;
+#   columns [J, C)                     ("row sum" with ilp factor 4)
+#       four cascades over rows 4i, 4i+1, 4i+2, 4i+3 (i < n // 4), the rows
+#       after the last full group added to the first, then p0 + p1 + p2 + p3.
+# A cascade adds rows one by one into level 0; after each 16 rows level 0 moves
+# into level 1 (each 256 rows level 1 into 2, each 4096 level 2 into 3); the
+# sum is ((l0 + l1) + l2) + l3. CPU ``torch.mean`` is that sum / n in float32.
+# Checked bit for bit against torch 2.13 under AVX2 and AVX512 dispatch.
+_VECTOR_COLUMNS = 32
+_ILP = 4
+_LEVELS = 4
+
+
+def _cascade(rows: np.ndarray) -> np.ndarray:
+    size = rows.shape[0]
+    power = max(4, (int(size - 1).bit_length() if size > 1 else 0) // _LEVELS)
+    step = 1 << power
+    acc = np.zeros((_LEVELS,) + rows.shape[1:], dtype=np.float32)
+    i = 0
+    while i + step <= size:
+        for _ in range(step):
+            acc[0] += rows[i]
+            i += 1
+        for level in range(1, _LEVELS):
+            acc[level] += acc[level - 1]
+            acc[level - 1] = 0
+            if i & ((step - 1) << (level * power)):
+                break
+    while i < size:
+        acc[0] += rows[i]
+        i += 1
+    out = acc[0]
+    for level in range(1, _LEVELS):
+        out = out + acc[level]
+    return out
+
+
+def reference_mean(rows: np.ndarray) -> np.ndarray:
+    """``torch.mean(torch.stack(rows), dim=0)`` of float32 ``(n, C)``, bit for bit, without torch."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ConfigError(f"reference_mean needs a non-empty (n, C) array, got shape {rows.shape}")
+    n, n_cols = rows.shape
+    split = n_cols // _VECTOR_COLUMNS * _VECTOR_COLUMNS
+    total = np.empty(n_cols, dtype=np.float32)
+    if split:
+        total[:split] = _cascade(rows[:, :split])
+    if split < n_cols:
+        tail = rows[:, split:]
+        groups = n // _ILP
+        partial = (_cascade(tail[: groups * _ILP].reshape(groups, _ILP, -1)) if groups
+                   else np.zeros((_ILP, n_cols - split), dtype=np.float32))
+        for i in range(groups * _ILP, n):
+            partial[0] += tail[i]
+        for lane in range(1, _ILP):
+            partial[0] += partial[lane]
+        total[split:] = partial[0]
+    return total / np.float32(n)
+
+
+def topk_order(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores, largest first; exact ties keep the lower index first."""
+    return np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")[:k]
+
+
+# ── results and accuracy ───────────────────────────────────────────────────
+
+@dataclass(frozen=True)
+class VideoResult:
+    """The final score of one video.
+
+    ``topk_indices``/``topk_scores``: class indices and their float32 mean
+    scores, best first (10 by default). ``clip_hits``: clip-level (top-1,
+    top-5) hits against ``label_index``, when the label was known at close.
+    ``n_clips`` is None for results read back from a predictions file.
+    ``mean``: the full mean vector, kept only when asked for.
+    """
+
+    video_id: str
+    n_clips: int | None
+    topk_indices: tuple[int, ...]
+    topk_scores: tuple[float, ...]
+    label_index: int | None = None
+    clip_hits: tuple[int, int] | None = None
+    mean: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.topk_indices or len(self.topk_indices) != len(self.topk_scores):
+            raise ConfigError(f"{self.video_id}: top-k indices and scores must be non-empty and of equal length")
+
+    @property
+    def top1(self) -> int:
+        """The predicted class index."""
+        return self.topk_indices[0]
+
+    @property
+    def top5(self) -> tuple[int, ...]:
+        """The five best class indices."""
+        return self.topk_indices[:5]
+
+    def topk_labels(self, labels: Sequence[str]) -> list[str]:
+        """Class names of :attr:`topk_indices` (``labels`` in annotation order)."""
+        return [labels[i] for i in self.topk_indices]
+
+    def to_dict(self) -> dict:
+        """JSON-able form; the inverse is :meth:`from_dict`."""
+        d = {"video_id": self.video_id, "n_clips": self.n_clips, "topk_indices": list(self.topk_indices),
+             "topk_scores": list(self.topk_scores), "label_index": self.label_index,
+             "clip_hits": None if self.clip_hits is None else list(self.clip_hits)}
+        if self.mean is not None:
+            d["mean"] = self.mean.tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "VideoResult":
+        """Rebuild a result written by :meth:`to_dict`."""
+        mean, hits = d.get("mean"), d.get("clip_hits")
+        return cls(video_id=d["video_id"], n_clips=d["n_clips"], topk_indices=tuple(int(i) for i in d["topk_indices"]),
+                   topk_scores=tuple(float(s) for s in d["topk_scores"]), label_index=d.get("label_index"),
+                   clip_hits=None if hits is None else (int(hits[0]), int(hits[1])),
+                   mean=None if mean is None else np.asarray(mean, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """Hits at each k over ``total`` items (videos, or clips); ``scored`` of them had a score."""
+
+    unit: str
+    total: int
+    scored: int
+    topk: tuple[int, ...]
+    hits: tuple[int, ...]
+
+    def accuracy(self, k: int) -> float:
+        """hits@k / total (0.0 for an empty subset)."""
+        return self.hits[self.topk.index(k)] / self.total if self.total else 0.0
+
+    @property
+    def top1(self) -> float:
+        return self.accuracy(1)
+
+    @property
+    def top5(self) -> float:
+        return self.accuracy(5)
+
+    def to_dict(self) -> dict:
+        """``{"top1": .., "hits_top1": .., ..., "n_<unit>": total}`` (the fixtures' accuracy.json keys)."""
+        d: dict = {f"n_{self.unit}": self.total, "n_scored": self.scored}
+        for k, hits in zip(self.topk, self.hits):
+            d[f"top{k}"] = self.accuracy(k)
+            d[f"hits_top{k}"] = hits
+        return d
+
+
+def _eval_rank(result: VideoResult) -> list[int]:
+    # upstream eval re-sorts the listed predictions: argsort(score)[::-1]. A
+    # stable argsort reversed puts the later of two exactly tied entries first.
+    order = np.argsort(np.asarray(result.topk_scores, dtype=np.float64), kind="stable")[::-1]
+    return [result.topk_indices[i] for i in order]
+
+
+def video_accuracy(results: Mapping[str, VideoResult], ground_truth: Mapping[str, int], *,
+                   topk: Sequence[int] = (1, 5)) -> AccuracyReport:
+    """Video-level hit@k over every video of ``ground_truth`` (id -> class index).
+
+    The denominator is the whole subset: a video without a result is a miss.
+    Results for videos outside ``ground_truth`` are ignored, as upstream does.
+    """
+    topk = tuple(int(k) for k in topk)
+    if not topk or min(topk) < 1:
+        raise ConfigError(f"topk must be positive integers, got {topk}")
+    hits = [0] * len(topk)
+    scored = 0
+    for vid, label in ground_truth.items():
+        result = results.get(vid)
+        if result is None:
+            continue
+        if max(topk) > len(result.topk_indices):
+            raise ConfigError(f"{vid}: top-{max(topk)} asked, but only {len(result.topk_indices)} classes kept")
+        scored += 1
+        ranked = _eval_rank(result)
+        for i, k in enumerate(topk):
+            hits[i] += label in ranked[:k]
+    return AccuracyReport(unit="videos", total=len(ground_truth), scored=scored, topk=topk, hits=tuple(hits))
+
+
+def clip_accuracy(results: Mapping[str, VideoResult]) -> AccuracyReport:
+    """Clip-level top-1/top-5 (each clip's own softmax against its video's label).
+
+    Counts the clips of results whose label was known when they were scored.
+    """
+    with_hits = [r for r in results.values() if r.clip_hits is not None and r.n_clips]
+    total = sum(r.n_clips for r in with_hits)
+    hits = (sum(r.clip_hits[0] for r in with_hits), sum(r.clip_hits[1] for r in with_hits))
+    return AccuracyReport(unit="clips", total=total, scored=total, topk=(1, 5), hits=hits)
+
+
+def ground_truth_from_annotation(annotation: Mapping, *, subset: str = "validation") -> tuple[list[str], dict[str, int]]:
+    """``(labels, {video_id: class index})`` of one subset of a parsed ``ucf101_01.json``.
+
+    Class indices are positions in the annotation's ``labels`` list (SPEC B:
+    never a sorted folder listing); the dict keeps the database order.
+    """
+    try:
+        labels = list(annotation["labels"])
+        index = {name: i for i, name in enumerate(labels)}
+        truth = {vid: entry["annotations"]["label"] for vid, entry in annotation["database"].items()
+                 if entry.get("subset") == subset}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise AnnotationError(f"malformed annotation: missing {exc}") from exc
+    unknown = sorted({name for name in truth.values() if name not in index})
+    if unknown:
+        raise AnnotationError(f"labels not in the annotation's label list: {unknown[:5]}")
+    return labels, {vid: index[name] for vid, name in truth.items()}
+
+
+def write_val_json(path: str | os.PathLike, results: Mapping[str, VideoResult], labels: Sequence[str]) -> Path:
+    """Write upstream's ``val.json`` (top-k names and scores per video), atomically."""
+    payload = {"results": {vid: [{"label": labels[i], "score": float(s)} for i, s in zip(r.topk_indices, r.topk_scores)]
+                           for vid, r in results.items()}}
+    return atomic_write(path, json.dumps(payload).encode())
+
+
+def read_val_json(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, VideoResult]:
+    """Read a ``val.json`` back; label names become indices in ``labels`` order."""
+    index = {name: i for i, name in enumerate(labels)}
+    try:
+        data = json.loads(Path(path).read_text())
+        entries = data["results"].items()
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"cannot read predictions file {path}: {exc}") from exc
+    out = {}
+    for vid, preds in entries:
+        try:
+            names = [p["label"] for p in preds]
+            scores = tuple(float(p["score"]) for p in preds)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: malformed predictions for {vid}: {exc!r}") from exc
+        unknown = [name for name in names if name not in index]
+        if unknown:
+            raise AnnotationError(f"{path}: {vid} predicts {unknown[:3]}, not in the label list")
+        out[vid] = VideoResult(video_id=vid, n_clips=None, topk_indices=tuple(index[n] for n in names),
+                               topk_scores=scores)
+    return out
