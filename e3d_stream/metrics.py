@@ -194,17 +194,21 @@ class VideoResult:
 
 @dataclass(frozen=True)
 class AccuracyReport:
-    """Hits at each k over ``total`` items (videos, or clips); ``scored`` of them had a score."""
+    """Hits at each k (``hits[k]``) over ``total`` items (videos, or clips); ``scored`` of them had a score."""
 
     unit: str
     total: int
     scored: int
-    topk: tuple[int, ...]
-    hits: tuple[int, ...]
+    hits: Mapping[int, int]
+
+    @property
+    def topk(self) -> tuple[int, ...]:
+        """The k values counted."""
+        return tuple(self.hits)
 
     def accuracy(self, k: int) -> float:
         """hits@k / total (0.0 for an empty subset)."""
-        return self.hits[self.topk.index(k)] / self.total if self.total else 0.0
+        return self.hits[k] / self.total if self.total else 0.0
 
     @property
     def top1(self) -> float:
@@ -215,9 +219,9 @@ class AccuracyReport:
         return self.accuracy(5)
 
     def to_dict(self) -> dict:
-        """``{"top1": .., "hits_top1": .., ..., "n_<unit>": total}`` (the fixtures' accuracy.json keys)."""
+        """``{"n_<unit>": total, "n_scored": .., "top1": .., "hits_top1": .., ...}`` (accuracy.json's keys)."""
         d: dict = {f"n_{self.unit}": self.total, "n_scored": self.scored}
-        for k, hits in zip(self.topk, self.hits):
+        for k, hits in self.hits.items():
             d[f"top{k}"] = self.accuracy(k)
             d[f"hits_top{k}"] = hits
         return d
@@ -252,7 +256,7 @@ def video_accuracy(results: Mapping[str, VideoResult], ground_truth: Mapping[str
         ranked = _eval_rank(result)
         for i, k in enumerate(topk):
             hits[i] += label in ranked[:k]
-    return AccuracyReport(unit="videos", total=len(ground_truth), scored=scored, topk=topk, hits=tuple(hits))
+    return AccuracyReport(unit="videos", total=len(ground_truth), scored=scored, hits=dict(zip(topk, hits)))
 
 
 def clip_accuracy(results: Mapping[str, VideoResult]) -> AccuracyReport:
@@ -262,8 +266,8 @@ def clip_accuracy(results: Mapping[str, VideoResult]) -> AccuracyReport:
     """
     with_hits = [r for r in results.values() if r.clip_hits is not None and r.n_clips]
     total = sum(r.n_clips for r in with_hits)
-    hits = (sum(r.clip_hits[0] for r in with_hits), sum(r.clip_hits[1] for r in with_hits))
-    return AccuracyReport(unit="clips", total=total, scored=total, topk=(1, 5), hits=hits)
+    hits = {1: sum(r.clip_hits[0] for r in with_hits), 5: sum(r.clip_hits[1] for r in with_hits)}
+    return AccuracyReport(unit="clips", total=total, scored=total, hits=hits)
 
 
 def ground_truth_from_annotation(annotation: Mapping, *, subset: str = "validation") -> tuple[list[str], dict[str, int]]:

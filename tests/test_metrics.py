@@ -88,7 +88,7 @@ def test_accuracy_of_reference_val_files(fixtures_dir, annotation, name):
     results = read_val_json(fixtures_dir / "reference" / name, labels)
     report = video_accuracy(results, truth)
     want = json.loads((fixtures_dir / "reference" / "accuracy.json").read_text())[name]
-    assert (report.total, report.hits) == (want["n_videos"], (want["hits_top1"], want["hits_top5"]))
+    assert (report.total, report.hits) == (want["n_videos"], {1: want["hits_top1"], 5: want["hits_top5"]})
     assert report.top1 == want["top1"] and report.top5 == want["top5"]
     assert report.to_dict()["top5"] == want["top5"]
 
@@ -105,7 +105,7 @@ def test_video_accuracy_counts_unscored_videos_as_misses():
                "c": _result("c", [0, 1, 2, 3, 4, 7]),        # rank 6: miss at 5
                "x": _result("x", [9, 1, 2, 3, 4, 5])}        # not in the subset: ignored
     report = video_accuracy(results, truth, topk=(1, 5, 6))
-    assert (report.total, report.scored, report.hits) == (4, 3, (1, 2, 3))
+    assert (report.total, report.scored, report.hits) == (4, 3, {1: 1, 5: 2, 6: 3})
     assert report.accuracy(5) == 0.5
     with pytest.raises(ConfigError, match="top-7"):
         video_accuracy(results, truth, topk=(7,))
@@ -114,7 +114,7 @@ def test_video_accuracy_counts_unscored_videos_as_misses():
 def test_video_accuracy_reranks_listed_scores_like_upstream_eval():
     # eval sorts the listed predictions by score itself; list order does not matter
     unsorted = _result("a", [5, 2, 9], scores=[0.1, 0.2, 0.7])
-    assert video_accuracy({"a": unsorted}, {"a": 9}, topk=(1,)).hits == (1,)
+    assert video_accuracy({"a": unsorted}, {"a": 9}, topk=(1,)).hits == {1: 1}
 
 
 def test_clip_accuracy_sums_clip_hits():
@@ -122,7 +122,7 @@ def test_clip_accuracy_sums_clip_hits():
                "b": VideoResult("b", 2, (1,), (0.5,), label_index=0, clip_hits=(0, 1)),
                "c": VideoResult("c", 4, (1,), (0.5,))}  # label unknown: not counted
     report = clip_accuracy(results)
-    assert (report.total, report.hits) == (5, (2, 4))
+    assert (report.total, report.hits) == (5, {1: 2, 5: 4})
     assert report.to_dict()["n_clips"] == 5
 
 

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"videos: {report.total} in subset '{args.subset}', {report.scored} scored"
           + (f", {len(acc.dropped)} left unscored (compat {args.compat})" if acc.dropped else ""))
     print("video accuracy: " + "  ".join(f"top{k} {report.accuracy(k):.5f} ({h}/{report.total})"
-                                         for k, h in zip(report.topk, report.hits)))
+                                         for k, h in report.hits.items()))
     if clips.total:
         print(f"clip accuracy:  top1 {clips.top1:.5f}  top5 {clips.top5:.5f} ({clips.total} clips)")
     summary = read_summary(args.result_path)
