@@ -194,7 +194,8 @@ class TopKAccumulator:
         """Add the logits ``(n, C)`` of ``n`` clips; ``video_ids[i]`` owns row ``i``.
 
         ``clip_indices`` (position of each clip within its video) lets clips
-        arrive out of order; without it arrival order is clip order.
+        arrive out of order; without it arrival order is clip order. Pass only
+        the real rows of a padded batch (``logits[:n_valid]``).
         """
         self._check_open_for_input()
         logits = np.asarray(logits)
