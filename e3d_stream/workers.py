@@ -278,8 +278,12 @@ class ClipPool:
         return [w.proc.pid for w in self._workers if w is not None]
 
     # -- the ordered iterator
-    def run(self, items: Sequence[Any]) -> Iterator[ClipEvent | VideoEnd | VideoFailed]:
-        """Yield ClipEvent/VideoEnd/VideoFailed for ``items`` in their order."""
+    def run(self, items: Sequence[Any], *, should_stop=None) -> Iterator[ClipEvent | VideoEnd | VideoFailed]:
+        """Yield ClipEvent/VideoEnd/VideoFailed for ``items`` in their order.
+
+        ``should_stop()`` is polled while waiting for workers; when it returns
+        True the iteration ends early (the caller finds out why).
+        """
         if self._closed:
             raise WorkerError("ClipPool is closed")
         videos = [_Video(item) for item in items]
@@ -312,6 +316,8 @@ class ClipPool:
                         yield VideoFailed(v.item, v.end[1], v.yielded)
                     continue
                 if not progressed:
+                    if should_stop is not None and should_stop():
+                        return
                     t0 = time.perf_counter()
                     self._pump(videos, head, pending)
                     self.stats.consumer_wait_s += time.perf_counter() - t0
