@@ -181,3 +181,13 @@ def test_cli_export_errors(tmp_path, capsys):
     assert main(["export", str(ckpt), str(tmp_path / "x.onnx"), "--atc", "1", "--soc_version", "310"]) == 1
     assert "soc_version" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_flags_reach_the_exporter(tmp_path, capsys):
+    ckpt = save_checkpoint(build_model("shufflenetv2", num_classes=4, width_mult=0.25), tmp_path / "s.pth",
+                           arch="shufflenetv2")
+    out = tmp_path / "fixed.onnx"
+    assert main(["export", str(ckpt), str(out), "--no-simplify", "--no-check", "--batch", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "not simplified" in text and "max abs diff" not in text
+    assert graph_io(out) == ([("image", [2, 3, 16, 112, 112])], [("class", [2, 4])])

@@ -24,10 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=11, choices=OPSETS, metavar="N",
                         help="ONNX opset (ATC needs 11)")
     parser.add_argument("--batch", type=int, default=None,
-                        help="fix the batch size in the graph (default: dynamic batch axis)")
-    parser.add_argument("--no-simplify", dest="simplify", action="store_false",
+                        help="fix the batch size in the graph; not given: a dynamic batch axis")
+    # SUPPRESS keeps the help formatter from printing "(default: True)" after a --no-* flag
+    parser.add_argument("--no-simplify", dest="simplify", action="store_false", default=argparse.SUPPRESS,
                         help="skip onnxsim simplification")
-    parser.add_argument("--no-check", dest="check", action="store_false",
+    parser.add_argument("--no-check", dest="check", action="store_false", default=argparse.SUPPRESS,
                         help="skip the ONNX Runtime vs torch comparison")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="fail when max|onnx - torch| exceeds this times max|logit|")
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         atc_command(args.output, batch=batches[0], soc_version=args.soc_version)
     options = arch_options(args)
     result = export_onnx(args.checkpoint, args.output, opset=args.opset, batch=args.batch,
-                         simplify=args.simplify, check=args.check, tolerance=args.tolerance, **options)
+                         simplify=getattr(args, "simplify", True), check=getattr(args, "check", True),
+                         tolerance=args.tolerance, **options)
     shape = "x".join(str(d) for d in result.input_shape)
     print(f"wrote {result.path} ({result.arch}, opset {result.opset}, "
           f"{'simplified' if result.simplified else 'not simplified'}, "

@@ -39,25 +39,25 @@ def add_arch_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     """
     from . import ARCHITECTURES  # noqa: PLC0415 - the registry imports this module
 
-    group = parser.add_argument_group("model (upstream opts.py names; default: read from the checkpoint)")
+    group = parser.add_argument_group("model (upstream opts.py names; when not given, the checkpoint decides)")
     group.add_argument("--arch", "--model", dest="arch", choices=sorted(ARCHITECTURES), default=None,
                        help="architecture; must equal the checkpoint's 'arch' when both are known")
     group.add_argument("--width_mult", type=float, default=None,
-                       help="channel width multiplier (mobilenet*, shufflenet*; default 1.0)")
+                       help="channel width multiplier (mobilenet*, shufflenet*); not given: 1.0, ShuffleNetV2 from the weights")
     group.add_argument("--groups", type=int, choices=(1, 2, 3, 4, 8), default=None,
-                       help="ShuffleNet 1x1 conv groups (default: from the weights, else 3)")
+                       help="ShuffleNet 1x1 conv groups; not given: from the weights")
     group.add_argument("--version", type=float, choices=(1.0, 1.1), default=None,
-                       help="SqueezeNet version (default: from the weights)")
+                       help="SqueezeNet version; not given: from the weights")
     group.add_argument("--model_depth", type=int, default=None,
-                       help="ResNet 10/18/34/50/101/152/200, ResNeXt 50/101/152 (default: from the weights)")
+                       help="ResNet 10/18/34/50/101/152/200, ResNeXt 50/101/152; not given: from the weights")
     group.add_argument("--resnet_shortcut", choices=("A", "B"), default=None,
-                       help="ResNet/ResNeXt shortcut type (default: from the weights)")
+                       help="ResNet/ResNeXt shortcut type; not given: from the weights")
     group.add_argument("--resnext_cardinality", type=int, default=None,
-                       help="ResNeXt cardinality (default: from the weights)")
+                       help="ResNeXt cardinality; not given: from the weights")
     group.add_argument("--n_classes", type=int, default=None,
-                       help="class count (default: rows of the checkpoint's classifier)")
-    group.add_argument("--sample_size", type=int, default=None, help="clip height and width (default 112)")
-    group.add_argument("--sample_duration", type=int, default=None, help="frames per clip (default 16)")
+                       help="class count; not given: rows of the checkpoint's classifier")
+    group.add_argument("--sample_size", type=int, default=None, help="clip height and width; not given: 112")
+    group.add_argument("--sample_duration", type=int, default=None, help="frames per clip; not given: 16")
     return group
 
 
