@@ -117,6 +117,7 @@ class _Run:
         self.failed_ids: set[str] = set()
         self.position = Position()
         self.last_meta: BatchMeta | None = None
+        self.peak_open = 0
         self.progress = _Progress()
         self.stack = stack
         self.elapsed_before = 0.0
@@ -225,7 +226,7 @@ class _Run:
         report = build_report(self.cfg, self.annotation, self.items, self.acc, self.failures,
                               session=self.session, pool_stats=pool.stats, runner=runner,
                               n_clips=assembler.n_clips + self.position.stream_clips,
-                              dropped_clips=len(assembler.dropped), wall_s=wall)
+                              dropped_clips=len(assembler.dropped), wall_s=wall, peak_open_videos=self.peak_open)
         if self.bins is not None:
             self.bins.close()
         if cfg.output:
@@ -258,6 +259,7 @@ class _Run:
                 self.acc.add([meta.tags[i].video_id for i in keep], logits[keep],
                              clip_indices=[meta.tags[i].clip_index for i in keep])
             self.progress.batches_done += 1
+            self.peak_open = max(self.peak_open, self.acc.n_open)
             self.progress.clips += meta.n_valid
             self.last_meta = meta
             if self.cfg.output and time.perf_counter() - self.last_save > self.cfg.checkpoint_every:

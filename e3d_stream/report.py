@@ -62,6 +62,7 @@ class Report:
                 "warnings": sum(1 for f in self.failures if not f.fatal),
                 "clips": self.n_clips,
                 "dropped_clips": self.dropped_clips,
+                "peak_open_videos": self.throughput.get("peak_open_videos", 0),
             },
             "clip_top1": self.clip_top1,
             "failures": [f.to_dict() for f in self.failures],
@@ -107,11 +108,12 @@ def versions() -> dict:
 
 
 def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, runner, n_clips: int,
-                 dropped_clips: int, wall_s: float) -> Report:
+                 dropped_clips: int, wall_s: float, peak_open_videos: int = 0) -> Report:
     """Assemble a :class:`Report` from the pieces of a finished run."""
     results = acc.finalize(incomplete="error" if acc.compat == "none" else "drop")
     truth = {it.video_id: it.label_index for it in items}
-    accuracy = video_accuracy(results, truth, topk=(1, 5))
+    k5 = min(5, acc.topk)  # top-5 over fewer than 5 classes counts the classes there are
+    accuracy = video_accuracy(results, truth, topk=(1, k5))
     clips = clip_accuracy(results)
     compute_ms = list(session.compute_ms)
     batch = session.fixed_batch or cfg.batch_size
@@ -132,10 +134,11 @@ def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, 
         "device_busy_fraction": timings["device_busy"] / wall_s if wall_s > 0 else 0.0,
         "workers_replaced": pool_stats.workers_replaced,
         "peak_queue_fill": pool_stats.peak_slots_used,
+        "peak_open_videos": peak_open_videos,
     }
     return Report(
-        top1=accuracy.top1, top5=accuracy.top5,
-        hits={str(k): accuracy.hits[k] for k in (1, 5)},
+        top1=accuracy.accuracy(1), top5=accuracy.accuracy(k5),
+        hits={"1": accuracy.hits[1], "5": accuracy.hits[k5]},
         n_videos=len(items), n_scored=len(results), n_clips=n_clips,
         clip_top1=clips.top1 if clips.total else None,
         failures=tuple(failures), results=results, labels=tuple(annotation.labels),

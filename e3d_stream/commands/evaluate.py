@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         from ..models.options import add_arch_arguments
     except ImportError:  # torch not installed: .pth models are unavailable anyway
         return
-    add_arch_arguments(parser)
+    add_arch_arguments(parser, model_alias=False)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,16 +31,19 @@ _KWARG = {
 }
 
 
-def add_arch_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def add_arch_arguments(parser: argparse.ArgumentParser, *, model_alias: bool = True) -> argparse._ArgumentGroup:
     """Add ``--arch --width_mult --groups --version --model_depth --resnet_shortcut
     --resnext_cardinality --n_classes --sample_size --sample_duration`` to ``parser``.
 
+    ``model_alias``: also accept upstream's ``--model`` for the architecture
+    (``eval`` turns it off: there ``--model`` is the model file).
     Returns the argument group so callers can add to it.
     """
     from . import ARCHITECTURES  # noqa: PLC0415 - the registry imports this module
 
     group = parser.add_argument_group("model (upstream opts.py names; when not given, the checkpoint decides)")
-    group.add_argument("--arch", "--model", dest="arch", choices=sorted(ARCHITECTURES), default=None,
+    names = ("--arch", "--model") if model_alias else ("--arch",)
+    group.add_argument(*names, dest="arch", choices=sorted(ARCHITECTURES), default=None,
                        help="architecture; must equal the checkpoint's 'arch' when both are known")
     group.add_argument("--width_mult", type=float, default=None,
                        help="channel width multiplier (mobilenet*, shufflenet*); not given: 1.0, ShuffleNetV2 from the weights")

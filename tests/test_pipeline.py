@@ -1,0 +1,174 @@
+"""End-to-end evaluation against the reference fixtures, and pipeline invariants."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from e3d_stream.cli import main
+from e3d_stream.config import EvalConfig
+from e3d_stream.pipeline import evaluate
+
+
+def load_val(path: Path) -> dict:
+    return json.loads(Path(path).read_text())["results"]
+
+
+def assert_val_matches(got: dict, ref: dict, *, top: int = 5, atol: float = 1e-4) -> None:
+    assert list(got) == list(ref), "scored videos differ"
+    for vid, preds in ref.items():
+        assert [p["label"] for p in got[vid][:top]] == [p["label"] for p in preds[:top]], vid
+        diff = max(abs(a["score"] - b["score"]) for a, b in zip(got[vid], preds))
+        assert diff <= atol, (vid, diff)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(fixtures_dir, tmp_path_factory) -> Path:
+    from e3d_stream.export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "mobilenetv2.onnx"
+    export_onnx(fixtures_dir / "checkpoint.pth", out)
+    return out
+
+
+def fixture_eval(fixtures_dir, out: Path, model, **kw):
+    cfg = dict(video_path=str(fixtures_dir / "videos"), annotation_path=str(fixtures_dir / "annotation.json"),
+               model=str(model), output=str(out), threads=1, workers=2, queue_depth=4, batch_size=4)
+    cfg.update(kw)
+    return evaluate(EvalConfig(**cfg))
+
+
+def test_pth_direct_matches_png_bitexact(fixtures_dir, tmp_path):
+    report = fixture_eval(fixtures_dir, tmp_path, fixtures_dir / "checkpoint.pth")
+    assert_val_matches(load_val(tmp_path / "val.json"), load_val(fixtures_dir / "reference" / "val_png_bitexact.json"))
+    acc = json.loads((fixtures_dir / "reference" / "accuracy.json").read_text())
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["top1"] == pytest.approx(acc["val_png_bitexact.json"]["top1"])
+    assert result["top5"] == pytest.approx(acc["val_png_bitexact.json"]["top5"])
+    assert result["counts"]["clips"] == 19 and result["failures"] == []
+    assert report.session["backend"] == "torch"
+
+
+def test_onnx_direct_matches_png_bitexact(fixtures_dir, tmp_path, onnx_model):
+    report = fixture_eval(fixtures_dir, tmp_path, onnx_model, batch_size=16)
+    assert report.session["backend"] == "onnxruntime"
+    assert_val_matches(load_val(tmp_path / "val.json"), load_val(fixtures_dir / "reference" / "val_png_bitexact.json"))
+
+
+def test_rawframes_matches_val_jpeg(fixtures_dir, tmp_path, onnx_model):
+    fixture_eval(fixtures_dir, tmp_path, onnx_model, video_path=str(fixtures_dir / "rawframes"), source="rawframes")
+    assert_val_matches(load_val(tmp_path / "val.json"), load_val(fixtures_dir / "reference" / "val_jpeg.json"))
+
+
+@pytest.mark.parametrize("batch,ref", [(1, "val_jpeg_modelzoo.json"), (4, "val_jpeg_modelzoo_bs4.json")])
+def test_modelzoo_compat_reproduces_the_reference_defects(fixtures_dir, tmp_path, onnx_model, batch, ref):
+    report = fixture_eval(fixtures_dir, tmp_path, onnx_model, video_path=str(fixtures_dir / "rawframes"),
+                          source="rawframes", compat="modelzoo", batch_size=batch)
+    assert_val_matches(load_val(tmp_path / "val.json"), load_val(fixtures_dir / "reference" / ref))
+    acc = json.loads((fixtures_dir / "reference" / "accuracy.json").read_text())[ref]
+    assert (report.top1, report.top5) == (pytest.approx(acc["top1"]), pytest.approx(acc["top5"]))
+    assert report.n_videos == 6  # unscored videos stay in the denominator
+
+
+def test_results_do_not_depend_on_workers_depth_or_batch(fixtures_dir, tmp_path, onnx_model):
+    runs = {}
+    for workers, depth, batch in [(1, 1, 1), (2, 1, 1), (2, 4, 4), (1, 16, 4), (2, 16, 16), (1, 4, 16)]:
+        out = tmp_path / f"w{workers}d{depth}b{batch}"
+        fixture_eval(fixtures_dir, out, onnx_model, workers=workers, queue_depth=depth, batch_size=batch)
+        runs[(workers, depth, batch)] = load_val(out / "val.json")
+    ref = load_val(fixtures_dir / "reference" / "val_png_bitexact.json")
+    for key, got in runs.items():
+        assert_val_matches(got, ref, top=10)
+    # same batch size: worker count and queue depth change nothing, to the bit
+    assert runs[(1, 1, 1)] == runs[(2, 1, 1)]
+    assert runs[(2, 4, 4)] == runs[(1, 16, 4)]
+    assert runs[(2, 16, 16)] == runs[(1, 4, 16)]
+
+
+def test_dump_bins_then_postprocess_gives_evals_accuracy(fixtures_dir, tmp_path, onnx_model):
+    import onnxruntime as ort
+
+    bins, info = tmp_path / "bins", tmp_path / "ucf101.info"
+    report = fixture_eval(fixtures_dir, tmp_path / "eval", onnx_model, dump_bins=str(bins), info_path=str(info),
+                          batch_size=4)
+    # a stand-in for `python3 -m ais_bench --input bins --output out --output_dirname result`
+    sess = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    result_dir = tmp_path / "out" / "result"
+    result_dir.mkdir(parents=True)
+    n_bins = len(info.read_text().splitlines())
+    for k in range(n_bins):
+        batch = np.fromfile(bins / f"{k}.bin", np.float32).reshape(4, 3, 16, 112, 112)
+        sess.run(None, {"image": batch})[0].astype(np.float32).tofile(result_dir / f"{k}_0.bin")
+    (tmp_path / "out" / "result_summary.json").write_text(json.dumps({"NPU_compute_time": {"mean": 1.0}}))
+    acc_file = tmp_path / "acc.json"
+    assert main(["postprocess", "--result_path", str(result_dir), "--info_path", str(info),
+                 "--annotation_path", str(fixtures_dir / "annotation.json"), "--acc_file", str(acc_file),
+                 "--acc_format", "json"]) == 0
+    acc = json.loads(acc_file.read_text())
+    assert acc["top1"] == pytest.approx(report.top1) and acc["top5"] == pytest.approx(report.top5)
+    assert n_bins == 5  # 19 clips at batch 4: the tail bin is padded, not dropped
+
+
+def _synthetic_set(root: Path, n_videos: int, n_frames: int = 20):
+    from media import make_annotation, make_numbered_video
+
+    entries = []
+    for i in range(n_videos):
+        label = "AB"[i % 2]
+        vid = f"v_{label}_g{i:03d}_c01"
+        make_numbered_video(root / "videos" / label / f"{vid}.avi", n_frames, width=160, height=120, seed=i)
+        entries.append((vid, label, "validation"))
+    return make_annotation(root / "ann.json", ["A", "B"], entries)
+
+
+def live_children() -> set[int]:
+    """Child processes, less zombies and multiprocessing's own resource tracker."""
+    out = set()
+    for c in psutil.Process().children(recursive=True):
+        try:
+            if c.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(c.cmdline()):
+                out.add(c.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_accumulator_and_queue_stay_bounded_and_nothing_outlives_a_run(tmp_path):
+    ann = _synthetic_set(tmp_path, 12)
+    shm_before = {p for p in os.listdir("/dev/shm") if p.startswith("psm_")}
+    children_before = live_children()
+    report = evaluate(EvalConfig(video_path=str(tmp_path / "videos"), annotation_path=str(ann), backend="simulated",
+                                 batch_size=2, workers=2, queue_depth=3,
+                                 session_options={"ms_per_clip": 0.1}))
+    assert report.n_scored == 12 and report.n_clips == 12 * 2
+    assert report.throughput["peak_queue_fill"] <= 3
+    # open videos at any time: those in the batch in flight and the one being filled
+    assert report.throughput["peak_open_videos"] <= 4
+    assert {p for p in os.listdir("/dev/shm") if p.startswith("psm_")} == shm_before
+    assert live_children() <= children_before
+
+
+def test_eval_cli_writes_results_and_exits_zero_with_failed_videos(tmp_path, capsys):
+    ann = _synthetic_set(tmp_path, 4)
+    (tmp_path / "videos" / "A" / "v_A_g999_c01.avi").write_bytes(b"\x00" * 1000)
+    data = json.loads(ann.read_text())
+    data["database"]["v_A_g999_c01"] = {"subset": "validation", "annotations": {"label": "A"}}
+    ann.write_text(json.dumps(data))
+    rc = main(["eval", "--video_path", str(tmp_path / "videos"), "--annotation_path", str(ann),
+               "--backend", "simulated", "--output", str(tmp_path / "out"), "--batch_size", "3", "--no_progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "v_A_g999_c01: not_a_video" in out and "top-1" in out
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["counts"] == {"videos": 5, "scored": 4, "excluded": 1, "warnings": 0, "clips": 8,
+                                "dropped_clips": 0, "peak_open_videos": result["counts"]["peak_open_videos"]}
+    assert [f["video_id"] for f in result["failures"]] == ["v_A_g999_c01"]
+    assert set(result["timings_s"]) >= {"wall", "decode_worker_busy", "consumer_waited_on_empty_queue",
+                                        "producers_waited_on_full_queue", "device_busy"}
+    val = load_val(tmp_path / "out" / "val.json")
+    assert len(val) == 4 and all(len(v) == 2 for v in val.values())  # top-k capped at the 2 classes
