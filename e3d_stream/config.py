@@ -68,6 +68,8 @@ class EvalConfig:
     session_options: dict = field(default_factory=dict)
     #: "module:function" producing a video's clips in the workers (advanced; tests use it).
     producer: str = "e3d_stream.clips:iter_video_clips"
+    #: extra keyword arguments for ``producer`` (advanced; tests inject faults with it).
+    producer_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _choice("source", self.source, SOURCES)

@@ -235,15 +235,12 @@ class _Run:
         return report
 
     def _producer_options(self) -> dict:
-        cfg = self.cfg
-        opts: dict[str, Any] = {}
-        if cfg.producer == EvalConfig.producer:
-            from .decode import DecodeLimits
+        from .decode import DecodeLimits
 
-            limits = {k: v for k, v in (("max_frames", cfg.max_frames), ("max_pixels", cfg.max_pixels)) if v}
-            opts = dict(source=cfg.source, policy=cfg.policy, resize=cfg.resize, threads=cfg.decode_threads,
-                        limits=DecodeLimits(**limits))
-        return opts
+        cfg = self.cfg
+        limits = {k: v for k, v in (("max_frames", cfg.max_frames), ("max_pixels", cfg.max_pixels)) if v}
+        return dict(source=cfg.source, policy=cfg.policy, resize=cfg.resize, threads=cfg.decode_threads,
+                    limits=DecodeLimits(**limits), **cfg.producer_options)
 
     # -- event handlers ----------------------------------------------------------------
     def _record(self, failure: ledger.Failure) -> None:

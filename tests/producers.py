@@ -53,3 +53,31 @@ class _Stream:
 def fake_clips(path: str, **options) -> _Stream:
     number, _, spec = path.partition("=")
     return _Stream(spec, video_number=int(number), **options)
+
+
+class _Faulty:
+    """Wrap a real clip stream; SIGKILL or hang the worker on chosen videos."""
+
+    def __init__(self, stream, *, die: bool, marker: str | None):
+        self._stream, self._die, self._marker = stream, die, marker
+
+    def __iter__(self):
+        for i, clip in enumerate(self._stream):
+            if self._die and i == 1 and not os.path.exists(self._marker):
+                open(self._marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)   # a real decode worker dies mid-video
+            yield clip
+
+    def __getattr__(self, name):  # n_frames, n_clips, warning of the real stream
+        return getattr(self._stream, name)
+
+
+def faulty_clips(path, *, die_on=(), hang_on=(), marker_dir="/tmp", **options):
+    """``iter_video_clips`` that dies once (first attempt) on ``die_on`` ids and hangs on ``hang_on`` ids."""
+    from e3d_stream.clips import iter_video_clips
+
+    stem = os.path.splitext(os.path.basename(str(path)))[0]
+    if stem in hang_on:
+        time.sleep(3600)
+    stream = iter_video_clips(path, **options)
+    return _Faulty(stream, die=stem in die_on, marker=os.path.join(marker_dir, f"died_{stem}"))

@@ -1,0 +1,222 @@
+"""Bad inputs, dying and hanging workers, interrupts and resume: nothing is lost.
+
+The model is the ``simulated`` backend (deterministic logits per clip), so a
+video's score depends only on its own clips and "scored exactly as in a clean
+run" can be checked to the bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from e3d_stream import ledger
+from e3d_stream.config import EvalConfig
+from e3d_stream.errors import ConfigError, DecodeError, ResumeMismatchError
+from e3d_stream.pipeline import evaluate
+from media import make_annotation, make_audio_only, make_numbered_video, make_undecodable_video
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = [("v_A_g01_c01", "A", 40), ("v_B_g01_c01", "B", 33), ("v_A_g02_c01", "A", 20), ("v_B_g02_c01", "B", 50)]
+
+
+def make_good(root: Path) -> list[tuple[str, str, str]]:
+    for vid, label, n in GOOD:
+        make_numbered_video(root / label / f"{vid}.avi", n, width=160, height=120, seed=n)
+    return [(vid, label, "validation") for vid, label, _ in GOOD]
+
+
+def make_bad(root: Path) -> dict[str, str]:
+    """One video per bad-input class; returns video_id -> expected ledger reason."""
+    a = root / "A"
+    (a / "v_A_g10_c01.avi").write_bytes(b"")
+    (a / "v_A_g11_c01.avi").write_bytes(bytes(range(256)) * 40)   # not a container FFmpeg knows
+    make_audio_only(a / "v_A_g12_c01.avi")
+    make_undecodable_video(a / "v_A_g13_c01.avi")
+    full = make_numbered_video(root / "tmp_full.avi", 80, width=160, height=120)
+    (a / "v_A_g14_c01.avi").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    make_numbered_video(a / "v_A_g15_c01.avi", 1, width=160, height=120)
+    make_numbered_video(a / "v_A_g16_c01.avi", 300, width=160, height=120)
+    return {
+        "v_A_g09_c01": ledger.MISSING,
+        "v_A_g10_c01": ledger.EMPTY,
+        "v_A_g11_c01": ledger.NOT_A_VIDEO,
+        "v_A_g12_c01": ledger.NO_VIDEO_STREAM,
+        "v_A_g13_c01": ledger.ZERO_FRAMES,
+        "v_A_g14_c01": ledger.TRUNCATED,
+        "v_A_g15_c01": ledger.NO_CLIPS,
+        "v_A_g16_c01": ledger.TOO_LARGE,
+    }
+
+
+def run(root: Path, entries, out: Path | None = None, **kw):
+    ann = make_annotation(root / f"ann_{uuid.uuid4().hex[:6]}.json", ["A", "B"], entries)
+    cfg = dict(video_path=str(root), annotation_path=str(ann), backend="simulated", batch_size=3, workers=2,
+               queue_depth=4, session_options={"ms_per_clip": 0.0}, max_frames=200)
+    cfg.update(kw)
+    if out is not None:
+        cfg["output"] = str(out)
+    return evaluate(EvalConfig(**cfg))
+
+
+def scores(report) -> dict:
+    return {vid: (r.topk_indices, r.topk_scores) for vid, r in report.results.items()}
+
+
+def test_every_bad_input_is_ledgered_and_good_videos_score_as_in_a_clean_run(tmp_path):
+    good = make_good(tmp_path)
+    clean = run(tmp_path, good)
+    bad = make_bad(tmp_path)
+    mixed_entries = []
+    for i, entry in enumerate(good):       # interleave bad and good videos
+        mixed_entries.append(entry)
+        mixed_entries += [(vid, "A", "validation") for vid in list(bad)[2 * i: 2 * i + 2]]
+    mixed = run(tmp_path, mixed_entries)
+    got = {f.video_id: f for f in mixed.failures}
+    assert {vid: f.reason for vid, f in got.items()} == bad
+    assert not got["v_A_g14_c01"].fatal and got["v_A_g14_c01"].n_frames > 0   # truncated: prefix scored
+    assert all(f.fatal for vid, f in got.items() if vid != "v_A_g14_c01")
+    assert set(mixed.excluded) == set(bad) - {"v_A_g14_c01"}
+    for vid, _, _ in good:
+        assert scores(mixed)[vid] == scores(clean)[vid]
+    assert "v_A_g14_c01" in mixed.results
+    assert mixed.n_videos == len(mixed_entries)     # excluded videos stay in the denominator
+    summary = mixed.summary()
+    for vid, reason in bad.items():
+        assert f"{vid}: {reason}" in summary
+
+
+def test_strict_makes_any_failure_fatal(tmp_path):
+    entries = make_good(tmp_path)
+    (tmp_path / "A" / "v_A_g10_c01.avi").write_bytes(b"")
+    with pytest.raises(DecodeError, match="v_A_g10_c01: empty"):
+        run(tmp_path, entries + [("v_A_g10_c01", "A", "validation")], strict=True)
+
+
+def test_sigkilled_worker_mid_video_is_replaced_and_nothing_changes(tmp_path):
+    entries = make_good(tmp_path)
+    clean = run(tmp_path, entries)
+    faulty = run(tmp_path, entries, producer="producers:faulty_clips",
+                 producer_options={"die_on": ["v_B_g01_c01"], "marker_dir": str(tmp_path)})
+    assert (tmp_path / "died_v_B_g01_c01").exists()          # it really died once
+    assert faulty.throughput["workers_replaced"] == 1
+    assert faulty.failures == () and scores(faulty) == scores(clean)
+
+
+def test_hanging_decode_is_ledgered_as_timeout(tmp_path):
+    entries = make_good(tmp_path)
+    t0 = time.monotonic()
+    report = run(tmp_path, entries, producer="producers:faulty_clips", video_timeout=2.0,
+                 producer_options={"hang_on": ["v_A_g02_c01"]})
+    assert time.monotonic() - t0 < 30
+    assert [(f.video_id, f.reason) for f in report.failures] == [("v_A_g02_c01", ledger.TIMEOUT)]
+    assert set(report.results) == {vid for vid, _, _ in entries} - {"v_A_g02_c01"}
+
+
+def test_bad_configuration_fails_before_work(tmp_path):
+    entries = make_good(tmp_path)
+    ann = make_annotation(tmp_path / "ann.json", ["A", "B"], entries)
+    with pytest.raises(ConfigError, match="classes"):
+        evaluate(video_path=str(tmp_path), annotation_path=str(ann), backend="simulated",
+                 session_options={"num_classes": 101})
+    with pytest.raises(Exception, match="subset"):
+        evaluate(video_path=str(tmp_path), annotation_path=str(ann), backend="simulated", subset="testing")
+    with pytest.raises(ConfigError, match="source"):
+        EvalConfig(video_path="x", annotation_path="y", backend="simulated", source="jpeg")
+
+
+# ---------------------------------------------------------------- interrupts and resume
+
+def _eval_cmd(tmp: Path, ann: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "e3d_stream", "eval", "--video_path", str(tmp), "--annotation_path", str(ann),
+            "--backend", "simulated", "--sim_ms_per_clip", "60", "--batch_size", "2", "--workers", "2",
+            "--queue_depth", "3", "--output", str(out), "--no_progress", *extra]
+
+
+def _leftovers(mark: str) -> list[int]:
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("E3D_TEST_MARK") == mark:
+                found.append(p.pid)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def _run_cli(cmd, mark: str, sigint_after: float | None):
+    env = dict(os.environ, E3D_TEST_MARK=mark, PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if sigint_after is not None:
+        try:
+            proc.wait(timeout=sigint_after)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def test_sigint_then_resume_gives_bit_identical_outputs(tmp_path):
+    entries = []
+    for i in range(8):
+        label = "AB"[i % 2]
+        vid = f"v_{label}_g{i:02d}_c01"
+        make_numbered_video(tmp_path / label / f"{vid}.avi", 40 + 7 * i, width=160, height=120, seed=i)
+        entries.append((vid, label, "validation"))
+    (tmp_path / "A" / "v_A_g99_c01.avi").write_bytes(b"")
+    entries.insert(3, ("v_A_g99_c01", "A", "validation"))
+    ann = make_annotation(tmp_path / "ann.json", ["A", "B"], entries)
+    shm_before = {p for p in os.listdir("/dev/shm") if p.startswith("psm_")}
+
+    rc, out, err = _run_cli(_eval_cmd(tmp_path, ann, tmp_path / "clean"), "clean", None)
+    assert rc == 0, err
+    clean_val = (tmp_path / "clean" / "val.json").read_bytes()
+    clean_result = json.loads((tmp_path / "clean" / "result.json").read_text())
+
+    interrupted = 0
+    for n, delay in enumerate([1.5, 2.5, 3.5]):
+        out_dir = tmp_path / f"run{n}"
+        mark = f"{tmp_path.name}-{n}"
+        rc, _, err = _run_cli(_eval_cmd(tmp_path, ann, out_dir), mark, delay)
+        attempts = 0
+        while rc == 130:
+            interrupted += 1
+            assert "--resume" in err and (out_dir / "checkpoint.pkl").exists()
+            assert not (out_dir / "result.json").exists()
+            assert _leftovers(mark) == []
+            rc, _, err = _run_cli(_eval_cmd(tmp_path, ann, out_dir, "--resume"), mark, delay + 1.0)
+            attempts += 1
+            assert attempts < 10
+        assert rc == 0, err
+        assert (out_dir / "val.json").read_bytes() == clean_val
+        result = json.loads((out_dir / "result.json").read_text())
+        for key in ("top1", "top5", "hits", "failures", "clip_top1"):
+            assert result[key] == clean_result[key], key
+        assert result["counts"]["clips"] == clean_result["counts"]["clips"]
+        assert not (out_dir / "checkpoint.pkl").exists()
+        assert _leftovers(mark) == []
+    assert interrupted >= 2, "the SIGINTs all came too late to interrupt anything"
+    assert {p for p in os.listdir("/dev/shm") if p.startswith("psm_")} == shm_before
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path):
+    entries = make_good(tmp_path)
+    ann = make_annotation(tmp_path / "ann.json", ["A", "B"], entries)
+    from e3d_stream.runstate import Position, RunState
+
+    base = EvalConfig(video_path=str(tmp_path), annotation_path=str(ann), backend="simulated",
+                      output=str(tmp_path / "out"), batch_size=3)
+    (tmp_path / "out").mkdir()
+    RunState(fingerprint=base.fingerprint(), position=Position()).save(tmp_path / "out")
+    with pytest.raises(ResumeMismatchError, match="batch_size"):
+        evaluate(base.replace(batch_size=4, resume=True))
