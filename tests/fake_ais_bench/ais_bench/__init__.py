@@ -1,0 +1,1 @@
+"""Test stand-in for Ascend's ``ais_bench`` package (see ``infer/interface.py``)."""

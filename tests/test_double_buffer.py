@@ -1,0 +1,221 @@
+"""DoubleBuffer: overlap of upload k+1 with compute k, no early buffer reuse, errors, bounded waits.
+
+Overlap and reuse are shown by event ordering and poisoned buffers, not by
+tight timings: a sequential runner, or one that hands a buffer out before its
+batch was read, fails these tests deterministically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from e3d_stream.constants import CLIP_SHAPE
+from e3d_stream.errors import ConfigError, SessionError
+from e3d_stream.sessions import DoubleBuffer, InputSpec, Session, Staged, open_session
+
+
+class ScriptedSession(Session):
+    """A test double: logits are the per-row mean; hooks and a log show what happened when.
+
+    ``reads_host=True`` models a CPU backend (compute reads the host buffer
+    ``execute_s`` after it starts); ``False`` models a device whose copy runs in
+    the background for ``copy_s`` and is polled through ``copy_done``.
+    """
+
+    backend = "scripted"
+
+    def __init__(self, *, reads_host=True, execute_s=0.0, copy_s=0.0, fail_on=None):
+        super().__init__(input_spec=InputSpec("x", (None, *CLIP_SHAPE)), num_classes=1, device="cpu")
+        self.reads_host, self.execute_s, self.copy_s, self.fail_on = reads_host, execute_s, copy_s, fail_on
+        self.log: list[tuple[str, int]] = []
+        self.upload_started: dict[int, threading.Event] = {}
+        self.wait_for_next_upload = 0  # n: batches k < n-1 wait for upload k+1 to start
+        self.n_uploads = 0
+        self.overlapped: list[int] = []
+        self.block = None  # a threading.Event execute waits on (hang simulation)
+
+    def upload(self, host_batch):
+        k = self.n_uploads
+        self.n_uploads += 1
+        self.upload_started.setdefault(k, threading.Event()).set()
+        self.log.append(("upload", k))
+        if self.reads_host:
+            return Staged(host=host_batch, payload=(k, None), rows=len(host_batch), reads_host=True)
+        device = {}
+        done = threading.Event()
+
+        def copy():  # a DMA engine that reads the host buffer a little later
+            time.sleep(self.copy_s)
+            device["x"] = host_batch.copy()
+            done.set()
+
+        threading.Thread(target=copy, daemon=True).start()
+        return Staged(host=host_batch, payload=(k, (device, done)), rows=len(host_batch), reads_host=False,
+                      copy_done=done.is_set)
+
+    def _execute(self, staged):
+        k, dev = staged.payload
+        self.log.append(("execute_start", k))
+        if self.fail_on == k:
+            raise ValueError(f"boom on {k}")
+        if self.block is not None:
+            self.block.wait(10)
+        if self.wait_for_next_upload and k + 1 < self.wait_for_next_upload:
+            # proof of overlap: batch k+1 must be uploaded while batch k is computing
+            nxt = self.upload_started.setdefault(k + 1, threading.Event())
+            if nxt.wait(5.0):
+                self.overlapped.append(k)
+        time.sleep(self.execute_s)
+        if dev is None:
+            data = staged.host
+        else:
+            device, done = dev
+            assert done.wait(5.0)
+            data = device["x"]
+        self.log.append(("execute_end", k))
+        return data.reshape(len(data), -1).mean(axis=1, keepdims=True, dtype=np.float64), self.execute_s * 1000
+
+
+def feed(runner, values, *, poison=False):
+    """Submit one batch per value (every element = value); return {tag: logits}."""
+    got = {}
+    for k, value in enumerate(values):
+        buf = runner.acquire()
+        if hasattr(runner.session, "log"):
+            runner.session.log.append(("acquired", k))
+        if poison:
+            buf[:] = np.nan  # a batch still being read would see this
+            time.sleep(0.002)
+        buf[:] = value
+        got.update(runner.submit(buf, runner.batch_size, k))
+    got.update(runner.finish())
+    return got
+
+
+@pytest.mark.parametrize("reads_host", [True, False])
+def test_upload_of_next_batch_starts_before_current_compute_ends(reads_host):
+    session = ScriptedSession(reads_host=reads_host, copy_s=0.002)
+    n = 5
+    session.wait_for_next_upload = n  # batches 0..n-2 wait for the next upload
+    with DoubleBuffer(session, 1, timeout_s=30) as runner:
+        got = feed(runner, range(n))
+    assert sorted(got) == list(range(n))
+    # every batch but the last saw the next upload start while it was computing
+    assert session.overlapped == list(range(n - 1))
+    for k in range(n - 1):
+        assert session.log.index(("upload", k + 1)) < session.log.index(("execute_end", k))
+
+
+def test_cpu_buffer_is_not_refilled_while_compute_reads_it():
+    session = ScriptedSession(reads_host=True, execute_s=0.02)
+    values = [float(v) for v in range(1, 9)]
+    with DoubleBuffer(session, 2) as runner:
+        got = feed(runner, values, poison=True)
+    for k, value in enumerate(values):
+        np.testing.assert_array_equal(got[k], np.full((2, 1), value))  # no NaN, no neighbour's value
+
+
+def test_device_buffer_is_reused_only_after_its_copy_completed():
+    # the copy reads the host buffer 20 ms after upload; compute is much slower
+    session = ScriptedSession(reads_host=False, copy_s=0.02, execute_s=0.08)
+    values = [float(v) for v in range(1, 6)]
+    with DoubleBuffer(session, 2) as runner:
+        got = feed(runner, values, poison=True)
+        log = list(session.log)
+    for k, value in enumerate(values):
+        np.testing.assert_array_equal(got[k], np.full((2, 1), value))
+    # and a device buffer is not held until its compute ends: the buffer of
+    # batch k was handed out again for k+2 before execute k finished
+    assert any(log.index(("acquired", k + 2)) < log.index(("execute_end", k)) for k in range(len(values) - 2))
+
+
+def test_results_equal_sync_run_with_a_short_last_batch():
+    rng = np.random.default_rng(0)
+    clips = rng.uniform(-100, 100, (7, *CLIP_SHAPE)).astype(np.float32)
+    with open_session(None, backend="simulated", ms_per_clip=0.1) as session:
+        expected = session.run(clips)
+        got = []
+        with DoubleBuffer(session, 3) as runner:
+            for start in range(0, 7, 3):
+                part = clips[start:start + 3]
+                buf = runner.acquire()
+                buf[:len(part)] = part
+                buf[len(part):] = 0  # padding, as the pipeline does
+                got += runner.submit(buf, len(part), start)
+            got += runner.finish()
+            assert runner.n_batches == 3 and runner.busy_s > 0 and runner.submit_wait_s >= 0
+    assert [tag for tag, _ in got] == [0, 3, 6] and got[-1][1].shape == (1, 101)
+    np.testing.assert_array_equal(np.concatenate([logits for _, logits in got]), expected)
+
+
+def test_overlap_shortens_wall_time():
+    # upload 40 ms + compute 40 ms per batch: sequential ~ 8 x 80 = 640 ms, overlapped ~ 360 ms
+    session = open_session(None, backend="simulated", ms_per_clip=40.0, upload_ms=40.0)
+    t0 = time.perf_counter()
+    with DoubleBuffer(session, 1) as runner:
+        feed(runner, range(8))
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.85 * 8 * 0.080, elapsed
+
+
+def test_device_error_is_reraised_in_caller():
+    session = ScriptedSession(fail_on=1)
+    runner = DoubleBuffer(session, 1, timeout_s=10)
+    with pytest.raises(SessionError, match="batch 1.*boom on 1") as info:
+        feed(runner, range(4))
+    assert isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(SessionError):
+        runner.finish()  # the failure is sticky
+    runner.close()
+    runner.close()
+    assert not runner._thread.is_alive()
+
+
+def test_a_hung_device_times_out_instead_of_blocking():
+    session = ScriptedSession()
+    session.block = threading.Event()
+    runner = DoubleBuffer(session, 1, timeout_s=0.3)
+    try:
+        buf = runner.acquire()
+        runner.submit(buf, 1, "a")
+        t0 = time.perf_counter()
+        with pytest.raises(SessionError, match="timed out"):
+            runner.finish()
+        assert time.perf_counter() - t0 < 5
+    finally:
+        session.block.set()
+        runner.close()
+
+
+def test_dead_device_thread_is_detected():
+    session = ScriptedSession()
+    runner = DoubleBuffer(session, 1)
+    runner._stop.set()  # the device thread exits as if it had died
+    runner._thread.join(5)
+    buf = runner.acquire()
+    runner.submit(buf, 1, "x")
+    with pytest.raises(SessionError, match="device thread stopped"):
+        runner.finish()
+    runner.close()
+
+
+def test_misuse_is_refused():
+    session = ScriptedSession()
+    with DoubleBuffer(session, 2) as runner:
+        buf = runner.acquire()
+        with pytest.raises(SessionError, match="twice"):
+            runner.acquire()
+        with pytest.raises(SessionError, match="last acquire"):
+            runner.submit(np.zeros_like(buf), 2, "foreign")
+        with pytest.raises(ConfigError, match="n_valid"):
+            runner.submit(buf, 3, "too many")
+        runner.submit(buf, 2, "ok")
+        assert [tag for tag, _ in runner.finish()] == ["ok"]
+    with pytest.raises(SessionError, match="closed"):
+        runner.acquire()
+    with pytest.raises(ConfigError, match="buffers"):
+        DoubleBuffer(session, 2, buffers=0)
