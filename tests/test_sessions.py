@@ -32,7 +32,8 @@ def test_import_pulls_in_no_backend():
 
 
 @pytest.mark.parametrize("name, backend", [("m.onnx", "onnxruntime"), ("M.ONNX", "onnxruntime"),
-                                           ("m.pth", "torch"), ("m.pt", "torch"), ("m.om", "ais_bench")])
+                                           ("m.pth", "torch"), ("m.pt", "torch"),
+                                           ("m.pth.tar", "torch"), ("m.om", "ais_bench")])
 def test_backend_from_extension(name, backend):
     assert resolve_backend(name) == backend
 

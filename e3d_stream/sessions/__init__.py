@@ -42,8 +42,9 @@ BACKENDS: dict[str, Backend] = {
     "onnxruntime": Backend(
         "ort", "OrtSession", "onnxruntime", (".onnx",), ("cpu", "cuda"), "cpu",
         "pip install 'e3d_stream[onnx]'", "ONNX Runtime, CPU or CUDA execution provider (.onnx)"),
+    # ".tar": upstream-style "*.pth.tar" checkpoints
     "torch": Backend(
-        "torch_session", "TorchSession", "torch", (".pth", ".pt"), ("cpu", "cuda"), "cpu",
+        "torch_session", "TorchSession", "torch", (".pth", ".pt", ".tar"), ("cpu", "cuda"), "cpu",
         "pip install 'e3d_stream[torch]'", "PyTorch, runs an upstream .pth checkpoint directly"),
     "ais_bench": Backend(
         "aisbench", "AisBenchSession", "ais_bench", (".om",), ("npu",), "npu:0",
