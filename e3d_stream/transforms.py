@@ -93,7 +93,14 @@ def _naive(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
 
 
 def _fast(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
-    """OpenCV area interpolation: close to, but NOT bit-identical with, Pillow's antialiased bilinear."""
+    """OpenCV, close to but NOT bit-identical with Pillow's antialiased bilinear.
+
+    An integer-factor area reduction (a box filter: the antialiasing) followed
+    by a plain bilinear resize to the target. OpenCV's area mode at a
+    non-integer factor (320x240 -> 149x112) takes its slow general path, ~3x
+    the time of these two steps for a similar distance to the exact bytes
+    (mean |diff| ~0.6 vs ~0.5 grey levels on UCF-like frames).
+    """
     try:
         import cv2
     except ImportError as exc:
@@ -102,7 +109,10 @@ def _fast(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
     h, w = arr.shape[:2]
     target = scaled_size(w, h, size)
     if target is not None:
-        arr = cv2.resize(arr, target, interpolation=cv2.INTER_AREA)
+        factor = min(w, h) // size
+        if factor >= 2:
+            arr = cv2.resize(arr, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+        arr = cv2.resize(arr, target, interpolation=cv2.INTER_LINEAR)
         w, h = target
     x1, y1 = crop_origin(w, h, size)
     return arr[y1:y1 + size, x1:x1 + size]
