@@ -39,8 +39,8 @@ class EvalConfig:
     annotation_path: str
     model: str | None = None
     backend: str | None = None
-    device: str = "cpu"
-    batch_size: int = 16
+    device: str | None = None        # None: the backend's default (cpu; npu:0 for ais_bench)
+    batch_size: int | None = None    # None: the model's static batch, else 16
     workers: int = 2
     queue_depth: int = 8
     source: str = "direct"
@@ -76,10 +76,12 @@ class EvalConfig:
         _choice("resize", self.resize, RESIZE_MODES)
         _choice("compat", self.compat, COMPAT_MODES)
         _choice("bins_tail", self.bins_tail, TAIL_MODES)
-        device_kind = self.device.split(":", 1)[0]
-        _choice("device", device_kind, DEVICES)
+        if self.device is not None:
+            _choice("device", str(self.device).split(":", 1)[0], DEVICES)
         for name in ("batch_size", "workers", "queue_depth", "topk", "decode_threads"):
             value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.video_timeout <= 0:

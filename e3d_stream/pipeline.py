@@ -35,6 +35,7 @@ from .report import Report, build_report, write_outputs
 from .runstate import Position, RunState, remove_checkpoint
 from .workers import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
 
+DEFAULT_BATCH = 16
 SOURCE_LAYOUT = {"direct": "video", "jpeg-compat": "video", "rawframes": "rawframes"}
 
 
@@ -106,7 +107,7 @@ class _Run:
 
     def __init__(self, cfg: EvalConfig, annotation, items, session, stack: ExitStack) -> None:
         self.cfg, self.annotation, self.items, self.session = cfg, annotation, items, session
-        self.batch_size = session.fixed_batch or cfg.batch_size
+        self.batch_size = session.fixed_batch or cfg.batch_size or DEFAULT_BATCH
         num_classes = session.num_classes or len(annotation.labels)
         if num_classes != len(annotation.labels):
             raise ConfigError(f"the model has {num_classes} classes but the annotation lists "

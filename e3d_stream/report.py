@@ -116,7 +116,7 @@ def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, 
     accuracy = video_accuracy(results, truth, topk=(1, k5))
     clips = clip_accuracy(results)
     compute_ms = list(session.compute_ms)
-    batch = session.fixed_batch or cfg.batch_size
+    batch = runner.batch_size
     mean_ms = float(np.mean(compute_ms)) if compute_ms else 0.0
     timings = {
         "wall": wall_s,

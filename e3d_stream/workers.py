@@ -37,6 +37,7 @@ import os
 import signal
 import time
 import traceback
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
@@ -49,6 +50,7 @@ from .constants import CLIP_SHAPE
 from .errors import ConfigError, DecodeError, WorkerError
 
 CLIP_BYTES = int(np.prod(CLIP_SHAPE))
+SHM_PREFIX = "e3d_"
 _POLL_S = 0.05
 START_METHODS = ("spawn", "forkserver", "fork")
 
@@ -242,7 +244,9 @@ class ClipPool:
         self.config = config or PoolConfig(**kwargs)
         self.stats = PoolStats()
         self._ctx = mp.get_context(self.config.start_method)
-        self._shm = shared_memory.SharedMemory(create=True, size=self.config.queue_depth * CLIP_BYTES)
+        # the creator's pid in the name: a leak is attributable (and tests check for it)
+        self._shm = shared_memory.SharedMemory(create=True, size=self.config.queue_depth * CLIP_BYTES,
+                                               name=f"{SHM_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:12]}")
         self._ring = np.ndarray((self.config.queue_depth, *CLIP_SHAPE), dtype=np.uint8, buffer=self._shm.buf)
         self._free: deque[int] = deque(range(self.config.queue_depth))
         self._workers: list[_Worker | None] = [None] * self.config.workers

@@ -54,8 +54,10 @@ def expected_events(specs):
     return out
 
 
-def shm_segments():
-    return {p for p in os.listdir("/dev/shm") if p.startswith("psm_")}
+def shm_segments(pid: int | None = None) -> set[str]:
+    """Shared-memory segments left by e3d_stream processes (by default: this one)."""
+    prefix = f"e3d_{os.getpid() if pid is None else pid}_"
+    return {p for p in os.listdir("/dev/shm") if p.startswith(prefix)}
 
 
 SPECS = ["3", "0", "5", "2:decode_error", "1", "4", "2", "6"]
@@ -63,15 +65,16 @@ SPECS = ["3", "0", "5", "2:decode_error", "1", "4", "2", "6"]
 
 @pytest.mark.parametrize("workers,depth", [(1, 1), (2, 1), (2, 2), (2, 16)])
 def test_order_and_content_do_not_depend_on_workers_or_depth(workers, depth):
-    before = shm_segments()
     with ClipPool(PoolConfig(workers=workers, queue_depth=depth, producer="producers:fake_clips",
                              producer_options={"delay": 0.002})) as pool:
         got = collect(pool, items_for(SPECS))
         pids = pool.pids
+        assert len(shm_segments()) == 1
         assert pool.stats.peak_slots_used <= depth
     assert got == expected_events(SPECS)
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
-    assert shm_segments() == before
+    assert shm_segments() == set()
+    assert shm_segments() == set()
 
 
 def test_worker_exception_is_ledgered_with_traceback():
@@ -112,7 +115,6 @@ def test_hanging_decode_times_out():
 
 
 def test_consumer_stopping_early_and_close_leave_nothing_behind():
-    before = shm_segments()
     pool = ClipPool(PoolConfig(workers=2, queue_depth=2, producer="producers:fake_clips"))
     pids = pool.pids
     for ev in pool.run(items_for(["5", "5", "5"])):
@@ -122,7 +124,7 @@ def test_consumer_stopping_early_and_close_leave_nothing_behind():
     pool.close()  # idempotent
     for p in pids:
         assert not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
-    assert shm_segments() == before
+    assert shm_segments() == set()
 
 
 def test_config_validation():

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--annotation_path", required=True, help="ucf101_01.json-style annotation")
     io.add_argument("--model", default=None, help=".onnx, .pth or .om (not needed for --backend simulated)")
     io.add_argument("--backend", choices=sorted(BACKENDS), default=None, help="default: from the model's extension")
-    io.add_argument("--device", default="cpu", help="cpu, cuda[:N] or npu[:N]")
+    io.add_argument("--device", default=None, help="cpu, cuda[:N] or npu[:N] (default: cpu; npu:0 for .om)")
     io.add_argument("--subset", default="validation", help="annotation subset to evaluate")
     io.add_argument("--source", choices=SOURCES, default="direct",
                     help="direct: decode videos; rawframes: read image_%%05d.jpg folders; "
@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--limit", type=int, default=None, help="evaluate only the first N videos")
 
     run = parser.add_argument_group("pipeline")
-    run.add_argument("--batch_size", type=int, default=16)
+    run.add_argument("--batch_size", type=int, default=None,
+                     help="clips per inference batch (default: the model's static batch, else 16)")
     run.add_argument("--workers", type=int, default=2, help="decode worker processes")
     run.add_argument("--queue_depth", type=int, default=8, help="clip slots in the shared-memory ring")
     run.add_argument("--threads", type=int, default=None, help="inference threads (CPU backends)")

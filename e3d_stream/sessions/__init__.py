@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, ConfigError
-from .base import DoubleBuffer, InputSpec, Session, Staged
+from .base import InputSpec, Session, Staged
+from .runner import DoubleBuffer
 
 
 @dataclass(frozen=True)
