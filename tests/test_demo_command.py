@@ -1,0 +1,25 @@
+"""``e3d-stream demo``: the README's "run it" command works offline and recognises the classes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from e3d_stream.cli import main
+
+
+def test_demo_runs_the_pipeline_and_recognises_the_classes(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "out"), "--no_progress"]) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["top1"] >= 0.9
+    assert result["counts"]["excluded"] == 0 and result["counts"]["scored"] == result["counts"]["videos"]
+    assert result["session"]["backend"] == "torch"
+    assert "top-1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_through_onnx_export(tmp_path):
+    assert main(["demo", "--backend", "onnxruntime", "--output", str(tmp_path), "--no_progress",
+                 "--source", "jpeg-compat"]) == 0
+    assert json.loads((tmp_path / "result.json").read_text())["top1"] >= 0.9
