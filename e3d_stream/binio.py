@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -31,6 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import ConfigError, OutputError
+from .fsutil import atomic_write_bytes
 
 __all__ = ["AisSummary", "BinWriter", "atomic_write", "iter_ais_outputs", "read_info", "read_summary"]
 
@@ -40,27 +40,8 @@ OLD_SUMMARY_NAME = "sumary.json"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | memoryview | Iterable[bytes | memoryview]) -> Path:
-    """Write ``data`` (one buffer or an iterable of buffers) to ``path`` atomically.
-
-    The bytes go to a hidden temporary file in the same folder, which then
-    replaces ``path``; on failure the temporary file is removed and an
-    :class:`OutputError` carrying the errno and the path is raised.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-    try:
-        with open(tmp, "xb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}", str(path)) from exc
-    return path
+    """Write ``data`` atomically (see :mod:`e3d_stream.fsutil`); bins skip the fsync."""
+    return atomic_write_bytes(path, data, fsync=False)
 
 
 def _as_bytes(array: np.ndarray) -> memoryview:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import errno
+import os
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from e3d_stream import binio
+from e3d_stream import fsutil
 from e3d_stream.binio import BinWriter, iter_ais_outputs, read_info, read_summary
 from e3d_stream.errors import ConfigError, OutputError
 
@@ -112,7 +113,7 @@ class _FullDisk:
 def test_disk_full_becomes_output_error_naming_the_path(tmp_path, monkeypatch):
     w = BinWriter(tmp_path, tmp_path / "x.info", batch_size=1)
     w.add_clips(_clips(1), ["a"])
-    monkeypatch.setattr(binio, "open", lambda *a, **k: _FullDisk(open(*a, **k)), raising=False)
+    monkeypatch.setattr(fsutil, "_fdopen", lambda *a, **k: _FullDisk(os.fdopen(*a, **k)))
     with pytest.raises(OutputError) as info:
         w.add_clips(_clips(1), ["b"])
     assert info.value.errno == errno.ENOSPC

@@ -155,5 +155,6 @@ def test_read_val_json_rejects_unknown_labels(tmp_path):
 
 def test_write_val_json_reports_unwritable_path(tmp_path):
     results = {"a": _result("a", [0])}
-    with pytest.raises(OutputError, match="missing_dir"):
-        write_val_json(tmp_path / "missing_dir" / "val.json", results, ["A"])
+    (tmp_path / "a_file").write_text("")   # a file where a folder should be: cannot be created
+    with pytest.raises(OutputError, match="a_file"):
+        write_val_json(tmp_path / "a_file" / "val.json", results, ["A"])
