@@ -186,6 +186,7 @@ class _Run:
             workers=cfg.workers, queue_depth=cfg.queue_depth, start_method=cfg.start_method,
             video_timeout=cfg.video_timeout, producer=cfg.producer,
             producer_options=self._producer_options(), torch_threads=1)))
+        self.pool = pool
         bar = self._progress_bar(len(self.items))
         stream_index = self.position.stream_clips
         index_of = {item.video_id: i for i, item in enumerate(self.items)}
@@ -296,7 +297,9 @@ class _Run:
         if bar is not None:
             bar.update(1)
             elapsed = time.perf_counter() - self.progress.t0
-            bar.set_postfix(clips_s=f"{self.progress.clips / max(elapsed, 1e-9):.1f}", refresh=False)
+            used = self.pool.slots_in_use
+            bar.set_postfix(clips_s=f"{self.progress.clips / max(elapsed, 1e-9):.1f}",
+                            queue=f"{used}/{self.cfg.queue_depth}", refresh=False)
 
 
 class _closing:

@@ -278,6 +278,11 @@ class ClipPool:
         self._workers[w] = None
 
     @property
+    def slots_in_use(self) -> int:
+        """Ring slots granted to workers or holding clips not yet consumed (queue fill)."""
+        return self.config.queue_depth - len(self._free)
+
+    @property
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers if w is not None]
 

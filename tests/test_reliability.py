@@ -223,3 +223,22 @@ def test_resume_with_another_configuration_is_refused(tmp_path):
     RunState(fingerprint=base.fingerprint(), position=Position()).save(tmp_path / "out")
     with pytest.raises(ResumeMismatchError, match="batch_size"):
         evaluate(base.replace(batch_size=4, resume=True))
+
+
+def test_parent_killed_takes_its_workers_with_it(tmp_path):
+    entries = make_good(tmp_path)
+    ann = make_annotation(tmp_path / "ann.json", ["A", "B"], entries)
+    mark = f"{tmp_path.name}-orphans"
+    env = dict(os.environ, E3D_TEST_MARK=mark, PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
+    proc = subprocess.Popen(_eval_cmd(tmp_path, ann, tmp_path / "out"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(_leftovers(mark)) < 3 and time.monotonic() < deadline:   # the parent and its 2 workers
+        time.sleep(0.1)
+    assert len(_leftovers(mark)) >= 3, "the workers never started"
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _leftovers(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _leftovers(mark) == []
