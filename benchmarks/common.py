@@ -119,10 +119,11 @@ def _jsonable(obj):
 
 
 def default_out(args: argparse.Namespace, name: str) -> Path:
-    """``--out`` or benchmarks/results/<name>[_quick].json (a quick run never overwrites the real one)."""
+    """``--out``, else benchmarks/results/<name>.json; a --quick run writes to the workdir instead
+    (its figures are noise and must not replace a real result)."""
     if args.out is not None:
         return args.out
-    return RESULTS / (f"{name}_quick.json" if args.quick else f"{name}.json")
+    return Path(args.workdir) / f"{name}_quick.json" if args.quick else RESULTS / f"{name}.json"
 
 
 def verdict(ok: bool) -> str:
@@ -182,9 +183,19 @@ def ucf_like(workdir: Path, n_videos: int, *, seed: int = 0, seconds: tuple[floa
 
 # --------------------------------------------------------------------------- models
 
-def mobilenet_onnx(workdir: Path, *, num_classes: int = N_CLASSES, seed: int = 0) -> Path:
-    """The seed's MobileNetV2-3D (width 1.0) with random weights, checkpointed and exported to ONNX (cached)."""
-    out = Path(workdir) / f"mobilenetv2_{num_classes}_s{seed}.onnx"
+def mobilenet_onnx(workdir: Path, *, num_classes: int = N_CLASSES, seed: int = 0,
+                   calibration_videos: Sequence[Path] = ()) -> Path:
+    """The seed's MobileNetV2-3D (width 1.0) with random weights, checkpointed and exported to ONNX (cached).
+
+    Random weights with BatchNorm's default running statistics give logits that
+    hardly depend on the input (their spread between clips is ~1e-8), which
+    would make any score comparison vacuous. With ``calibration_videos`` the
+    BatchNorm statistics are first re-estimated on those videos' clips (one
+    cumulative pass in train mode, no weight update): same cost per clip, but
+    the outputs respond to the pixels like a trained network's do.
+    """
+    tag = f"mobilenetv2_{num_classes}_s{seed}" + (f"_bn{len(calibration_videos)}" if calibration_videos else "")
+    out = Path(workdir) / f"{tag}.onnx"
     if out.exists():
         return out
     import torch
@@ -195,10 +206,32 @@ def mobilenet_onnx(workdir: Path, *, num_classes: int = N_CLASSES, seed: int = 0
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    model = build_model("mobilenetv2", num_classes=num_classes).eval()
-    ckpt = save_checkpoint(model, Path(workdir) / f"mobilenetv2_{num_classes}_s{seed}.pth", arch="mobilenetv2")
+    model = build_model("mobilenetv2", num_classes=num_classes)
+    if calibration_videos:
+        import numpy as np
+
+        from e3d_stream.clips import iter_video_clips
+        from e3d_stream.transforms import normalize_clip
+
+        clips = np.concatenate([normalize_clip(c) for v in calibration_videos for c in iter_video_clips(str(v))])
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        with torch.no_grad():
+            for i in range(0, len(clips), 8):
+                model(torch.from_numpy(clips[i:i + 8]))
+    model.eval()
+    ckpt = save_checkpoint(model, Path(workdir) / f"{tag}.pth", arch="mobilenetv2")
     export_onnx(ckpt, out)
     return out
+
+
+def bench_model(workdir: Path, *, seed: int = 0, quick: bool = False) -> Path:
+    """The benchmarks' ONNX model: :func:`mobilenet_onnx` calibrated on 2 videos no benchmark scores."""
+    calib = ucf_like(workdir, 2, seed=seed + 1, seconds=(1.0, 1.5) if quick else (4.0, 7.0))
+    return mobilenet_onnx(workdir, seed=seed, calibration_videos=[v.path for v in calib.videos])
 
 
 # --------------------------------------------------------------------------- child processes

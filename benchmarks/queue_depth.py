@@ -12,7 +12,7 @@ full one (device-bound), peak queue fill. Backends:
 
 The target "end-to-end >= 0.95 x min(device rate, decode capacity)" is checked
 per simulated point: device rate = 1000 / ms_per_clip, decode capacity = a run
-with ``ms_per_clip=0`` at the same workers and batch, depth 32. Also measured:
+with ``ms_per_clip=0`` at the same workers, batch and depth, run just before the point. Also measured:
 peak RSS of an eval subprocess for 10 vs 100 videos, and eval end-to-end
 against ONNX Runtime's compute-only clips/s (``session.run`` on a ready batch,
 same threads and batch). Every point must give the same per-video top-1 as the
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, default_out, median_of, mobilenet_onnx, python_argv, run_child,  # noqa: E402
+from common import (base_parser, default_out, median_of, bench_model, python_argv, run_child,  # noqa: E402
                     ucf_like, verdict, write_json)
 
 from e3d_stream import evaluate  # noqa: E402
@@ -120,27 +119,36 @@ def rss_check(args, n_small: int, n_large: int) -> dict:
 
 
 def plot(points, path: Path) -> None:
+    """Top row: end-to-end clips/s against depth per backend. Bottom: e2e / min(device, decode capacity)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     backends = sorted({p["backend"] for p in points})
-    fig, axes = plt.subplots(1, len(backends), figsize=(5 * len(backends), 4), squeeze=False)
-    for ax, backend in zip(axes[0], backends):
+    fig, axes = plt.subplots(2, len(backends), figsize=(5 * len(backends), 7.5), squeeze=False)
+    for col, backend in enumerate(backends):
         sel = [p for p in points if p["backend"] == backend]
         for w, b in sorted({(p["workers"], p["batch"]) for p in sel}):
             line = [p for p in sel if p["workers"] == w and p["batch"] == b]
-            ax.plot([p["depth"] for p in line], [p["end_to_end_clips_per_s"] for p in line], marker="o",
-                    label=f"workers {w}, batch {b}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("queue depth (clip slots)")
-        ax.set_ylabel("end-to-end clips/s")
-        ax.set_title(backend)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+            depths = [p["depth"] for p in line]
+            axes[0][col].plot(depths, [p["end_to_end_clips_per_s"] for p in line], marker="o",
+                              label=f"workers {w}, batch {b}")
+            key = "ratio_to_bound" if "ratio_to_bound" in line[0] else "ratio_to_compute_only"
+            if key in line[0]:
+                axes[1][col].plot(depths, [p[key] for p in line], marker="o", label=f"workers {w}, batch {b}")
+        axes[0][col].set_title(backend)
+        axes[0][col].set_ylabel("end-to-end clips/s")
+        bound = "/ ORT compute-only" if backend.startswith("onnx") else "/ min(device rate, decode capacity)"
+        axes[1][col].set_ylabel(f"end-to-end {bound}", fontsize=8)
+        axes[1][col].axhline(0.8 if backend.startswith("onnx") else 0.95, color="k", lw=0.8, ls="--")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("queue depth (clip slots)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -161,8 +169,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-rss", dest="rss", action="store_false")
     p.add_argument("--start-method", default="fork", choices=("spawn", "forkserver", "fork"),
                    help="fork keeps worker start-up (~1 s with spawn) out of short runs")
+    p.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of an earlier JSON result")
     p.set_defaults(repeats=1)
     args = p.parse_args(argv)
+    if args.replot is not None:
+        plot(json.loads(args.replot.read_text())["points"], args.replot.with_suffix(".png"))
+        return 0
     if args.quick:
         args.videos, args.depths, args.workers, args.batches, args.ms = 1, (1, 8), (1,), (4,), (0.77,)
         args.ort_depths, args.ort_workers, args.ort_batches, args.ort_videos = (4,), (1,), (2,), 1
@@ -174,26 +186,31 @@ def main(argv=None) -> int:
     points, targets, capacity = [], [], {}
     reference = None
     for _ in range(args.warmup):  # first run pays imports and page-cache misses
-        run_point(base.replace(workers=max(args.workers), session_options={"ms_per_clip": 0.0}), 1, None)
-    for w, b in itertools.product(args.workers, args.batches):  # decode capacity: no device time
-        cfg = base.replace(workers=w, batch_size=b, queue_depth=32, session_options={"ms_per_clip": 0.0})
-        med, reference = run_point(cfg, max(args.repeats, 1), reference)
-        capacity[(w, b)] = med["end_to_end_clips_per_s"]
-        print(f"decode capacity w={w} b={b:2d}: {capacity[(w, b)]:.1f} clips/s", flush=True)
+        _, reference = run_point(base.replace(workers=max(args.workers), session_options={"ms_per_clip": 0.0}), 1,
+                                 reference)
     for ms in args.ms:
-        sim = base.replace(session_options={"ms_per_clip": ms})
-        pts, reference = grid(sim, args.depths, args.workers, args.batches, args.repeats, f"simulated {ms} ms/clip",
-                              reference, {"ms_per_clip": ms})
-        for pt in pts:
-            bound = min(1000.0 / ms, capacity[(pt["workers"], pt["batch"])])
-            ratio = pt["end_to_end_clips_per_s"] / bound
-            pt.update(device_rate=1000.0 / ms, decode_capacity=capacity[(pt["workers"], pt["batch"])],
-                      ratio_to_bound=ratio, verdict=verdict(ratio >= 0.95))
+        for w, b, d in itertools.product(args.workers, args.batches, args.depths):
+            # decode capacity right before the point, same workers/batch/depth, no device time: the
+            # machine is shared, so a bound measured minutes earlier would not be comparable
+            cfg = base.replace(workers=w, batch_size=b, queue_depth=d)
+            cap, reference = run_point(cfg.replace(session_options={"ms_per_clip": 0.0}), args.repeats, reference)
+            med, reference = run_point(cfg.replace(session_options={"ms_per_clip": ms}), args.repeats, reference)
+            capacity[(w, b, d)] = cap["end_to_end_clips_per_s"]
+            bound = min(1000.0 / ms, capacity[(w, b, d)])
+            ratio = med["end_to_end_clips_per_s"] / bound
+            pt = {"backend": f"simulated {ms} ms/clip", "ms_per_clip": ms, "workers": w, "batch": b, "depth": d,
+                  **med, "device_rate": 1000.0 / ms, "decode_capacity": capacity[(w, b, d)],
+                  "ratio_to_bound": ratio, "verdict": verdict(ratio >= 0.95)}
+            points.append(pt)
             targets.append(pt)
-        points += pts
+            print(f"simulated {ms:5.2f} ms w={w} b={b:2d} d={d:2d}  {med['end_to_end_clips_per_s']:7.1f} clips/s "
+                  f"(decode capacity {cap['end_to_end_clips_per_s']:6.1f}, device {1000.0 / ms:7.1f}) "
+                  f"ratio {ratio:.2f} {pt['verdict']}  busy {med['device_busy_fraction']:.2f}  "
+                  f"empty-wait {med['consumer_waited_on_empty_queue_s']:.2f}s  "
+                  f"full-wait {med['producers_waited_on_full_queue_s']:.2f}s", flush=True)
     ort = {}
     if args.ort:
-        model = mobilenet_onnx(args.workdir)
+        model = bench_model(args.workdir, seed=args.seed, quick=args.quick)
         odata = ucf_like(args.workdir, args.ort_videos, seed=args.seed, seconds=seconds)
         obase = EvalConfig(video_path=str(odata.video_root), annotation_path=str(odata.annotation_path),
                            model=str(model), threads=args.ort_threads, start_method=args.start_method)
@@ -228,7 +245,7 @@ def main(argv=None) -> int:
     if args.plot:
         plot(points, png)
     write_json(out, {"videos": args.videos, "start_method": args.start_method,
-                     "decode_capacity": {f"workers={w},batch={b}": c for (w, b), c in capacity.items()},
+                     "decode_capacity": {f"workers={w},batch={b},depth={d}": c for (w, b, d), c in capacity.items()},
                      "points": points,
                      "simulated_target": {"passed": passed, "points": len(targets),
                                           "best_ratio_per_ms_workers_batch": {str(k): v for k, v in best_by.items()}},

@@ -8,7 +8,8 @@ Staged (each stage a separate process, as in the seed's workflow):
 3. ``infer``       every ``k.bin`` through the session -> ``k_0.bin`` outputs (what ais_bench does);
 4. ``postprocess`` ``e3d-stream postprocess`` -> accuracy + val.json.
 
-Streaming: ``e3d-stream eval`` with ``--source direct`` and ``--source jpeg-compat``.
+Streaming: ``e3d-stream eval`` with ``--source direct`` and ``--source jpeg-compat``, ``--repeats``
+times each (median run reported; the staged route runs once: it is the slow side).
 
 Recorded per stage: wall time, bytes written (data files; the report files of
 both routes are a few KB and listed apart), peak RSS (kernel maxrss of the
@@ -25,7 +26,6 @@ random weights). Needs the ffmpeg CLI; says so and exits 2 without it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, default_out, mobilenet_onnx, python_argv, run_child, tree_bytes,  # noqa: E402
+from common import (base_parser, default_out, bench_model, python_argv, run_child, tree_bytes,  # noqa: E402
                     ucf_like, verdict, write_json, N_CLASSES)
 
 NO_FFMPEG = "the ffmpeg CLI is not installed: the staged route needs it (e.g. apt-get install -y ffmpeg)"
@@ -67,6 +67,7 @@ def _stage(name, run, data_paths=(), report_paths=()):
 
 
 def staged(data, work: Path, *, backend, model, batch, threads, workers) -> tuple[dict, Path]:
+    """The four stages as separate processes; returns per-stage figures and the staged val.json."""
     ffmpeg = shutil.which("ffmpeg")
     raw, bins, outs = work / "jpg", work / "bins", work / "outputs"
     info, acc, val = work / "bins.info", work / "acc.json", work / "val_staged.json"
@@ -108,7 +109,9 @@ def staged(data, work: Path, *, backend, model, batch, threads, workers) -> tupl
     return {"stages": stages, "total": total}, val
 
 
-def streaming(data, work: Path, source: str, *, backend, model, batch, threads, workers) -> tuple[dict, Path]:
+def streaming(data, work: Path, source: str, *, backend, model, batch, threads, workers,
+              repeats: int = 1) -> tuple[dict, Path]:
+    """``e3d-stream eval`` as a subprocess, ``repeats`` times (the median run is reported)."""
     out, scratch = work / f"eval_{source}", work / f"tmp_{source}"
     scratch.mkdir(parents=True, exist_ok=True)
     argv = ["-m", "e3d_stream", "eval", "--video_path", str(data.video_root), "--annotation_path",
@@ -116,12 +119,16 @@ def streaming(data, work: Path, source: str, *, backend, model, batch, threads, 
             "--output", str(out), "--no_progress"]
     argv += ["--backend", "simulated"] if backend == "simulated" else ["--model", str(model), "--threads", str(threads)]
     before = tree_bytes(data.root)
-    run = run_child(python_argv(*argv), env={"TMPDIR": str(scratch)})
-    if run.returncode != 0:
-        raise SystemExit(f"eval failed:\n{run.stderr[-3000:]}")
+    runs = []
+    for _ in range(max(repeats, 1)):
+        run = run_child(python_argv(*argv), env={"TMPDIR": str(scratch)})
+        if run.returncode != 0:
+            raise SystemExit(f"eval failed:\n{run.stderr[-3000:]}")
+        runs.append(run)
+    run = sorted(runs, key=lambda r: r.wall_s)[len(runs) // 2]  # the median run
     reports = [out / "result.json", out / "val.json"]
     written = tree_bytes(out, scratch) - tree_bytes(*reports) + (tree_bytes(data.root) - before)
-    return ({"wall_s": run.wall_s, "bytes_written": written, "report_bytes": tree_bytes(*reports),
+    return ({"wall_s": run.wall_s, "runs_wall_s": [r.wall_s for r in runs], "bytes_written": written, "report_bytes": tree_bytes(*reports),
              "max_single_rss_mb": run.max_single_rss_mb, "peak_tree_rss_mb": run.peak_tree_rss_mb,
              "files_in_output": sorted(p.name for p in out.iterdir()),
              "files_in_tmpdir": sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*") if p.is_file())}, out / "val.json")
@@ -139,7 +146,8 @@ def compare_scores(a: Path, b: Path) -> dict:
     return {"same_videos": True, "videos": len(ra), "top1_agreement": agree / len(ra), "max_abs_score_diff": diff}
 
 
-def compare(data, work: Path, *, backend, model, batch, threads, workers, stream_workers) -> dict:
+def compare(data, work: Path, *, backend, model, batch, threads, workers, stream_workers, repeats) -> dict:
+    """Staged once, then eval with each source; the figures and score agreement of one backend."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -149,7 +157,7 @@ def compare(data, work: Path, *, backend, model, batch, threads, workers, stream
     print(f"[{backend}] staged: " + ", ".join(f"{k} {v['wall_s']:.1f}s" for k, v in st["stages"].items())
           + f"  total {st['total']['wall_s']:.1f}s, {st['total']['bytes_written'] / 2**20:.1f} MiB written", flush=True)
     for source in ("direct", "jpeg-compat"):
-        sr, val = streaming(data, work, source, workers=stream_workers, **kw)
+        sr, val = streaming(data, work, source, workers=stream_workers, repeats=repeats, **kw)
         sr["scores_vs_staged"] = compare_scores(st_val, val)
         sr["wall_ratio_staged_over_streaming"] = st["total"]["wall_s"] / sr["wall_s"]
         result["streaming"][source] = sr
@@ -175,12 +183,13 @@ def main(argv=None) -> int:
     p.add_argument("--ort-stream-workers", type=int, default=1,
                    help="eval decode workers with onnxruntime (the model, not decoding, is the limit)")
     p.add_argument("--backends", default="simulated,onnxruntime")
+    p.set_defaults(repeats=3)
     args = p.parse_args(argv)
     if shutil.which("ffmpeg") is None:
         print(NO_FFMPEG, file=sys.stderr)
         return 2
     if args.quick:
-        args.videos, args.ort_videos, args.batch, args.ort_batch = 2, 1, 4, 2
+        args.videos, args.ort_videos, args.batch, args.ort_batch, args.repeats = 2, 1, 4, 2, 1
     seconds = (1.0, 1.5) if args.quick else (4.0, 7.0)
     scratch = Path(tempfile.mkdtemp(prefix="staged_", dir=args.workdir if args.workdir.exists() else None))
     results = {}
@@ -189,13 +198,14 @@ def main(argv=None) -> int:
             if backend == "simulated":
                 data = ucf_like(args.workdir, args.videos, seed=args.seed, seconds=seconds)
                 results[backend] = compare(data, scratch / backend, backend=backend, model=None, batch=args.batch,
-                                           threads=1, workers=args.workers, stream_workers=args.workers)
+                                           threads=1, workers=args.workers, stream_workers=args.workers,
+                                           repeats=args.repeats)
             elif backend == "onnxruntime":
                 data = ucf_like(args.workdir, args.ort_videos, seed=args.seed, seconds=seconds)
-                model = mobilenet_onnx(args.workdir)
+                model = bench_model(args.workdir, seed=args.seed, quick=args.quick)
                 results[backend] = compare(data, scratch / backend, backend=backend, model=model,
                                            batch=args.ort_batch, threads=args.ort_threads, workers=args.workers,
-                                           stream_workers=args.ort_stream_workers)
+                                           stream_workers=args.ort_stream_workers, repeats=args.repeats)
             else:
                 raise SystemExit(f"unknown backend {backend!r}; choose from simulated, onnxruntime")
     finally:
