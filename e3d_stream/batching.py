@@ -17,9 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .constants import MEAN_RGB_F32
-
-_MEAN = MEAN_RGB_F32.reshape(3, 1, 1, 1)
+from .transforms import normalize_into
 
 
 @dataclass(frozen=True)
@@ -42,15 +40,6 @@ class BatchMeta:
     @property
     def n_valid(self) -> int:
         return len(self.tags)
-
-
-def normalize_clip_into(dst: np.ndarray, clip: np.ndarray) -> None:
-    """``dst[:] = clip - mean`` in float32 without temporaries (SPEC A.7).
-
-    uint8 -> float32 is exact, and float32 subtraction of the float32 mean
-    gives the same bits as the reference's ``x - np.float32(m)``.
-    """
-    np.subtract(clip, _MEAN, out=dst, dtype=np.float32)
 
 
 class BatchAssembler:
@@ -81,7 +70,8 @@ class BatchAssembler:
         """Copy one uint8 clip (3, 16, 112, 112) into the current batch."""
         if self._buf is None:
             self._buf = self._acquire()
-        normalize_clip_into(self._buf[len(self._tags)], clip)
+        row = len(self._tags)
+        normalize_into(self._buf[row:row + 1], clip[None])   # one float32 op per value, in place
         self._tags.append(tag)
         self.n_clips += 1
         if len(self._tags) == self.batch_size:
