@@ -117,11 +117,11 @@ def _sway(rng, n, unit):
 
 
 def _pulse(rng, n, unit):
-    return _track(n, scale=1.0 + rng.uniform(0.35, 0.5) * np.sin(_phase(rng, n, 9, 16)))
+    return _track(n, scale=1.0 + rng.uniform(0.5, 0.65) * np.sin(_phase(rng, n, 8, 14)))
 
 
 def _spin(rng, n, unit):
-    return _track(n, angle=np.arange(n) * rng.choice([-1, 1]) * rng.uniform(0.15, 0.3))
+    return _track(n, angle=np.arange(n) * rng.choice([-1, 1]) * rng.uniform(0.3, 0.45))
 
 
 def _orbit(rng, n, unit):
