@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                          progress=not args.no_progress and sys.stderr.isatty())
         report = evaluate(cfg)
     print(report.summary())
+    seeds = meta["training"]["train_seeds"]
     print(f"demo model: {meta['arch']} width {meta['options'].get('width_mult', 1.0)}, "
-          f"{len(meta['classes'])} classes; evaluated on videos of seed {args.seed} "
-          f"(training seeds {meta['training']['train_seed']}/{meta['training']['val_seed']})")
+          f"{len(meta['classes'])} classes, {meta['size_bytes'] / 1e6:.2f} MB; evaluated on videos of seed "
+          f"{args.seed} (trained on seeds {seeds[0]}-{seeds[-1]}, validated on {meta['training']['val_seed']})")
     return 0
