@@ -219,3 +219,20 @@ def test_misuse_is_refused():
         runner.acquire()
     with pytest.raises(ConfigError, match="buffers"):
         DoubleBuffer(session, 2, buffers=0)
+
+
+def test_short_last_batch_computes_only_its_real_rows_unless_the_batch_is_static():
+    for fixed, want in ((None, [4, 2]), (4, [4, 4])):
+        session = open_session(None, backend="simulated", ms_per_clip=0.0, fixed_batch=fixed, num_classes=3)
+        seen = []
+        upload = session.upload
+        session.upload = lambda batch: (seen.append(batch.shape[0]), upload(batch))[1]
+        with DoubleBuffer(session, 4) as runner:
+            out = []
+            for n in (4, 2):
+                buf = runner.acquire()
+                buf[:] = 1.0
+                out += runner.submit(buf, n, n)
+            out += runner.finish()
+        assert seen == want
+        assert [(tag, logits.shape) for tag, logits in out] == [(4, (4, 3)), (2, (2, 3))]

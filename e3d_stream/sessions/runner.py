@@ -82,8 +82,11 @@ class DoubleBuffer:
         if not 0 <= n_valid <= self.batch_size:
             raise ConfigError(f"n_valid must be in 0..{self.batch_size}, got {n_valid}")
         self._wait(lambda: self._submitted - self._completed < len(self._buffers), "a free device slot")
+        # a dynamic-batch model computes only the real rows of a short (last) batch;
+        # a static-batch model (an .om) needs the whole padded buffer
+        rows = buf if self.session.fixed_batch is not None or n_valid in (0, self.batch_size) else buf[:n_valid]
         try:
-            staged = self.session.upload(buf)
+            staged = self.session.upload(rows)
         except E3DError:
             raise
         except Exception as exc:
