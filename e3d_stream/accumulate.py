@@ -34,8 +34,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import ConfigError
-from .metrics import SOFTMAX_BACKENDS, VideoResult, choose, reference_mean, topk_order
-from .metrics import softmax as _softmax
+from .metrics import VideoResult
+from .scoring import SOFTMAX_BACKENDS, choose, reference_mean, topk_order
+from .scoring import softmax as _softmax
 
 __all__ = ["COMPAT_MODES", "INCOMPLETE_POLICIES", "TopKAccumulator", "VideoResult"]
 

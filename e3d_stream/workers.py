@@ -31,12 +31,9 @@ die with their parent (PR_SET_PDEATHSIG on Linux, plus a parent-pid check).
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing as mp
 import os
-import signal
 import time
-import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,11 +44,11 @@ import numpy as np
 
 from . import ledger
 from .constants import CLIP_SHAPE
-from .errors import ConfigError, DecodeError, WorkerError
+from .errors import ConfigError, WorkerError
+from .worker_process import CLIP_BYTES, worker_main
 
-CLIP_BYTES = int(np.prod(CLIP_SHAPE))
 SHM_PREFIX = "e3d_"
-_POLL_S = 0.05
+_POLL_S = 0.05  # parent's wait granularity (worker_process has its own)
 START_METHODS = ("spawn", "forkserver", "fork")
 
 
@@ -131,76 +128,6 @@ class PoolConfig:
             raise ConfigError(f"producer must be 'module:function', got {self.producer!r}")
 
 
-# --------------------------------------------------------------------------- worker side
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no orphans)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:  # pragma: no cover - non-Linux: the ppid check below still applies
-        pass
-
-
-def _resolve(spec: str):
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _worker_main(conn, shm_name: str, n_slots: int, parent_pid: int, producer: str, torch_threads: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
-    # Attaching registers the name with the resource tracker that this child
-    # shares with its parent (a set: a no-op); the parent unlinks it at close().
-    shm = shared_memory.SharedMemory(name=shm_name)
-    ring = np.ndarray((n_slots, *CLIP_SHAPE), dtype=np.uint8, buffer=shm.buf)
-    produce = _resolve(producer)
-
-    def recv():
-        while not conn.poll(_POLL_S):
-            if os.getppid() != parent_pid:
-                raise SystemExit(0)
-        return conn.recv()
-
-    try:
-        while True:
-            msg = recv()
-            if msg[0] == "stop":
-                return
-            _, task, path, options = msg
-            t0 = time.perf_counter()
-            waited = 0.0
-            try:
-                stream = produce(path, **options)
-                n = 0
-                for clip in stream:
-                    tw = time.perf_counter()
-                    conn.send(("need", task))
-                    reply = recv()
-                    if reply[0] == "stop":
-                        return
-                    slot = reply[1]
-                    waited += time.perf_counter() - tw
-                    ring[slot] = clip
-                    conn.send(("clip", task, n, slot))
-                    n += 1
-                warning = getattr(stream, "warning", None)
-                conn.send(("done", task, int(getattr(stream, "n_frames", -1)), n, warning,
-                           time.perf_counter() - t0 - waited, waited))
-            except DecodeError as exc:
-                conn.send(("error", task, exc.reason, str(exc), None, exc.n_frames))
-            except Exception as exc:  # any other producer failure: ledgered, traceback kept
-                conn.send(("error", task, ledger.DECODE_ERROR, f"{type(exc).__name__}: {exc}",
-                           traceback.format_exc(), None))
-    finally:
-        del ring
-        shm.close()
-
-
 # --------------------------------------------------------------------------- parent side
 
 @dataclass
@@ -259,7 +186,7 @@ class ClipPool:
     def _spawn(self, w: int) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_worker_main, name=f"e3d-decode-{w}", daemon=True,
+            target=worker_main, name=f"e3d-decode-{w}", daemon=True,
             args=(child_conn, self._shm.name, self.config.queue_depth, os.getpid(),
                   self.config.producer, self.config.torch_threads))
         proc.start()

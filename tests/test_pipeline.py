@@ -192,7 +192,7 @@ def test_eval_om_through_the_ais_bench_stand_in(tmp_path, monkeypatch):
     assert report.throughput["batch_size"] == 4 and report.n_clips == 10 and report.n_scored == 5
     # the truth, computed here from the clips themselves: mean over (T, H, W) of each channel
     from e3d_stream.clips import iter_video_clips
-    from e3d_stream.metrics import reference_mean, softmax
+    from e3d_stream.scoring import reference_mean, softmax
 
     for vid, result in report.results.items():
         label = vid.split("_")[1]

@@ -20,7 +20,8 @@ from pathlib import Path
 from ..accumulate import COMPAT_MODES, TopKAccumulator
 from ..binio import atomic_write, iter_ais_outputs, read_info, read_summary
 from ..errors import AnnotationError, ConfigError
-from ..metrics import SOFTMAX_BACKENDS, clip_accuracy, ground_truth_from_annotation, video_accuracy, write_val_json
+from ..metrics import clip_accuracy, ground_truth_from_annotation, video_accuracy, write_val_json
+from ..scoring import SOFTMAX_BACKENDS
 
 HELP = "score ais_bench output folders (replaces Efficient-3DCNNs_postprocess.py)"
 DESCRIPTION = ("Score ais_bench outputs (<result_path>/<k>_0.bin, paired with line k of the .info file) "
