@@ -71,6 +71,10 @@ class Annotation:
         except KeyError:
             raise AnnotationError(f"unknown label {name!r}") from None
 
+    def ground_truth(self, subset: str = "validation") -> dict[str, int]:
+        """``{video_id: class id}`` of one subset, in database order."""
+        return {vid: self.label_index(label) for vid, label in self.subset(subset)}
+
     def subset(self, name: str) -> list[tuple[str, str]]:
         """``(video_id, label)`` of the entries of subset ``name``, in database order."""
         return [(vid, label) for vid, sub, label in self.entries if sub == name]
@@ -95,6 +99,12 @@ def load_annotation(path: str | Path) -> Annotation:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise AnnotationError(f"cannot read annotation {path}: {exc}") from exc
+    return parse_annotation(data, source=str(path))
+
+
+def parse_annotation(data, *, source: str = "annotation") -> Annotation:
+    """Build an :class:`Annotation` from an already parsed ``ucf101_01.json`` object."""
+    path = source
     if not isinstance(data, dict) or not isinstance(data.get("labels"), list) \
             or not isinstance(data.get("database"), dict):
         raise AnnotationError(f"{path}: expected an object with a 'labels' list and a 'database' object")

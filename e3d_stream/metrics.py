@@ -164,23 +164,21 @@ def clip_accuracy(results: Mapping[str, VideoResult]) -> AccuracyReport:
     return AccuracyReport(unit="clips", total=total, scored=total, hits=hits)
 
 
-def ground_truth_from_annotation(annotation: Mapping, *, subset: str = "validation") -> tuple[list[str], dict[str, int]]:
-    """``(labels, {video_id: class index})`` of one subset of a parsed ``ucf101_01.json``.
+def ground_truth_from_annotation(annotation, *, subset: str = "validation") -> tuple[list[str], dict[str, int]]:
+    """``(labels, {video_id: class index})`` of one subset of an annotation.
 
-    Class indices are positions in the annotation's ``labels`` list (SPEC B:
-    never a sorted folder listing); the dict keeps the database order.
+    ``annotation``: a parsed ``ucf101_01.json`` object, an
+    :class:`~e3d_stream.dataset.Annotation`, or a path to the file. Class
+    indices are positions in the annotation's ``labels`` list (SPEC B: never a
+    sorted folder listing); the dict keeps the database order.
     """
-    try:
-        labels = list(annotation["labels"])
-        index = {name: i for i, name in enumerate(labels)}
-        truth = {vid: entry["annotations"]["label"] for vid, entry in annotation["database"].items()
-                 if entry.get("subset") == subset}
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise AnnotationError(f"malformed annotation: missing {exc}") from exc
-    unknown = sorted({name for name in truth.values() if name not in index})
-    if unknown:
-        raise AnnotationError(f"labels not in the annotation's label list: {unknown[:5]}")
-    return labels, {vid: index[name] for vid, name in truth.items()}
+    from .dataset import Annotation, load_annotation, parse_annotation
+
+    if isinstance(annotation, (str, os.PathLike)):
+        annotation = load_annotation(annotation)
+    elif not isinstance(annotation, Annotation):
+        annotation = parse_annotation(annotation)
+    return list(annotation.labels), annotation.ground_truth(subset)
 
 
 def write_val_json(path: str | os.PathLike, results: Mapping[str, VideoResult], labels: Sequence[str]) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..accumulate import COMPAT_MODES, TopKAccumulator
 from ..binio import atomic_write, iter_ais_outputs, read_info, read_summary
-from ..errors import AnnotationError, ConfigError
+from ..errors import ConfigError
 from ..metrics import clip_accuracy, ground_truth_from_annotation, video_accuracy, write_val_json
 from ..scoring import SOFTMAX_BACKENDS
 
@@ -75,16 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="softmax implementation (torch: the reference's kernel, needs torch)")
 
 
-def _load_annotation(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise AnnotationError(f"cannot read annotation {path}: {exc}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
     """Score the outputs, print a summary, write the requested files; returns the exit code."""
-    labels, truth = ground_truth_from_annotation(_load_annotation(args.annotation_path), subset=args.subset)
+    labels, truth = ground_truth_from_annotation(args.annotation_path, subset=args.subset)
     n_classes = args.num_classes if args.num_classes is not None else len(labels)
     if not 1 <= n_classes <= len(labels):
         raise ConfigError(f"--num_classes {n_classes} does not fit the annotation's {len(labels)} labels")
