@@ -31,6 +31,7 @@ die with their parent (PR_SET_PDEATHSIG on Linux, plus a parent-pid check).
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import time
@@ -349,6 +350,10 @@ class ClipPool:
             self.stats.decode_s += decode_s
             self.stats.producer_wait_s += waited
             worker.task = None
+            if warning is not None and hasattr(v.item, "video_id"):
+                # the producer only saw a path; the ledger speaks of annotation ids
+                # (they differ for files found by the case-insensitive fallback)
+                warning = dataclasses.replace(warning, video_id=v.item.video_id)
             v.end = ("done", n_frames, n_clips, warning)
         elif kind == "error":
             _, _, reason, detail, tb, n_frames = msg

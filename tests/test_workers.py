@@ -132,3 +132,11 @@ def test_config_validation():
         PoolConfig(queue_depth=0)
     with pytest.raises(ConfigError, match="start_method"):
         PoolConfig(start_method="thread")
+
+
+def test_warnings_carry_the_items_video_id_not_the_file_name():
+    items = [Item("v_HandstandPushups_g01_c01", "0=2:truncated")]
+    with ClipPool(PoolConfig(workers=1, queue_depth=2, producer="producers:fake_clips")) as pool:
+        ends = [ev for ev in pool.run(items) if isinstance(ev, VideoEnd)]
+    assert ends[0].warning.reason == ledger.TRUNCATED
+    assert ends[0].warning.video_id == "v_HandstandPushups_g01_c01"   # the producer named it "v0"
