@@ -154,21 +154,21 @@ def _leftovers(mark: str) -> list[int]:
     return found
 
 
-def _run_cli(cmd, mark: str, sigint_after: float | None):
+def _run_cli(cmd, mark: str, sigint_after: float | None, sig: int = signal.SIGINT):
     env = dict(os.environ, E3D_TEST_MARK=mark, PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if sigint_after is not None:
         try:
             proc.wait(timeout=sigint_after)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     # the run's shared-memory ring is named after its pid: none may outlive it
     assert not [p for p in os.listdir("/dev/shm") if p.startswith(f"e3d_{proc.pid}_")]
     return proc.returncode, out, err
 
 
-def test_sigint_then_resume_gives_bit_identical_outputs(tmp_path):
+def test_sigint_or_sigterm_then_resume_gives_bit_identical_outputs(tmp_path):
     entries = []
     for i in range(8):
         label = "AB"[i % 2]
@@ -185,20 +185,20 @@ def test_sigint_then_resume_gives_bit_identical_outputs(tmp_path):
     clean_result = json.loads((tmp_path / "clean" / "result.json").read_text())
 
     interrupted = 0
-    for n, delay in enumerate([2.0, 3.5, 5.0]):
+    for n, (delay, sig) in enumerate([(2.0, signal.SIGINT), (3.5, signal.SIGTERM), (5.0, signal.SIGINT)]):
         out_dir = tmp_path / f"run{n}"
         mark = f"{tmp_path.name}-{n}"
-        rc, _, err = _run_cli(_eval_cmd(tmp_path, ann, out_dir), mark, delay)
+        rc, _, err = _run_cli(_eval_cmd(tmp_path, ann, out_dir), mark, delay, sig)
         attempts = 0
-        # 130: stopped by the SIGINT (state saved once the run had started); -2: the
+        # 130: stopped by the signal (state saved once the run had started); -N: the
         # signal came while the interpreter itself was still starting up
-        while rc in (130, -signal.SIGINT):
+        while rc in (130, -signal.SIGINT, -signal.SIGTERM):
             if "state saved" in err:
                 interrupted += 1
                 assert "--resume" in err and (out_dir / "checkpoint.pkl").exists()
                 assert not (out_dir / "result.json").exists()   # stopped mid-run: no final results yet
             assert _leftovers(mark) == []
-            rc, _, err = _run_cli(_eval_cmd(tmp_path, ann, out_dir, "--resume"), mark, delay + 1.0)
+            rc, _, err = _run_cli(_eval_cmd(tmp_path, ann, out_dir, "--resume"), mark, delay + 1.0, sig)
             attempts += 1
             assert attempts < 10
         assert rc == 0, err
