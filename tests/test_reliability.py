@@ -242,3 +242,22 @@ def test_parent_killed_takes_its_workers_with_it(tmp_path):
     while _leftovers(mark) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _leftovers(mark) == []
+
+
+def test_checkpoints_are_taken_periodically_at_batch_boundaries(tmp_path, monkeypatch):
+    from e3d_stream import runstate
+
+    saved = []
+    real_save = runstate.RunState.save
+
+    def spy(self, folder):
+        saved.append((self.position.video_index, self.position.clips_done, self.position.stream_clips))
+        return real_save(self, folder)
+
+    monkeypatch.setattr(runstate.RunState, "save", spy)
+    entries = make_good(tmp_path)
+    report = run(tmp_path, entries, out=tmp_path / "out", checkpoint_every=0.0, batch_size=3)
+    assert len(saved) == -(-report.n_clips // 3)              # one per batch with checkpoint_every=0
+    assert all(clips % 3 == 0 for _, _, clips in saved[:-1])  # every full batch ends on a boundary
+    assert saved[-1][2] == report.n_clips
+    assert not (tmp_path / "out" / "checkpoint.pkl").exists()  # removed once results are written
