@@ -30,7 +30,11 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e3d-stream", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="e3d-stream",
+        description="Streaming evaluation of Efficient-3DCNNs video models: PyAV decode, exact reference "
+                    "preprocessing, ONNX Runtime / PyTorch / ais_bench inference, online top-1/top-5.",
+        epilog="Run 'e3d-stream COMMAND --help' for a command's options; 'e3d-stream demo' needs no data.")
     parser.add_argument("--version", action="version", version=f"e3d_stream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
