@@ -23,7 +23,6 @@ COMMANDS = {
     "demo": ("demo", "generate a synthetic UCF-101-shaped set and evaluate the bundled model"),
 }
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -37,11 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'e3d-stream COMMAND --help' for a command's options; 'e3d-stream demo' needs no data.")
     parser.add_argument("--version", action="version", version=f"e3d_stream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(_module=module)
-        # Arguments are added lazily: only for the command being parsed.
-        p.set_defaults(_lazy=True)
+    for name, (_, help_) in COMMANDS.items():
+        # Arguments are added in main(), only for the command being run.
+        sub.add_parser(name, help=help_, description=help_)
     return parser
 
 

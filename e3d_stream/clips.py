@@ -44,6 +44,7 @@ class FrameSource:
     description: str
     exact: str  # what the frames equal
     open: Callable[["ClipStream"], Iterator[Any]]
+    layout: str = "video"  # what dataset.list_videos looks for: video files or rawframe folders
 
 
 def _direct(stream: "ClipStream") -> Iterator[np.ndarray]:
@@ -75,7 +76,7 @@ SOURCES: dict[str, FrameSource] = {
     "direct": FrameSource("direct", "decode the video with PyAV; no image files",
                           "the CLI's PNG frames with a bit-exact decoder (clips hash to png_bitexact)", _direct),
     "rawframes": FrameSource("rawframes", "read an existing image_%05d.jpg folder (PIL, .convert('RGB'))",
-                             "the reference's inputs exactly", _rawframes),
+                             "the reference's inputs exactly", _rawframes, layout="rawframes"),
     "jpeg-compat": FrameSource("jpeg-compat", "decode, then round-trip each frame through an in-memory "
                                "JPEG made like the ffmpeg CLI's .jpg output",
                                "the reference's JPEG frames, approximately (see jpegcompat)", _jpeg_compat),

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .binio import TAIL_POLICIES
+from .clips import SOURCES as _FRAME_SOURCES
 from .errors import ConfigError
 
-SOURCES = ("direct", "rawframes", "jpeg-compat")
+SOURCES = tuple(_FRAME_SOURCES)
 RESIZE_MODES = ("exact", "fast")
 COMPAT_MODES = (None, "modelzoo")
-TAIL_MODES = ("pad", "drop")
+TAIL_MODES = tuple(TAIL_POLICIES)
 DEVICES = ("cpu", "cuda", "npu")
 
 

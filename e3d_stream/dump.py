@@ -17,6 +17,7 @@ import numpy as np
 from . import ledger
 from .batching import BatchAssembler, ClipTag
 from .binio import BinWriter
+from .clips import SOURCES
 from .constants import CLIP_SHAPE
 from .dataset import detect_source, list_videos, load_annotation
 from .fsutil import atomic_write_json
@@ -53,11 +54,10 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
     """
     t0 = time.perf_counter()
     annotation = load_annotation(annotation_path)
-    layout = {"rawframes": "rawframes", None: None}.get(source, "video")
-    if layout is None:
+    if source is None:
         probe = list_videos(annotation, video_path, subset=subset, source="video")
-        layout = detect_source(video_path, probe)
-    source = source or ("rawframes" if layout == "rawframes" else "direct")
+        source = "rawframes" if detect_source(video_path, probe) == "rawframes" else "direct"
+    layout = SOURCES[source].layout
     items = list_videos(annotation, video_path, subset=subset, source=layout)
     failures = [it.failure() for it in items if it.missing]
     todo = [it for it in items if not it.missing]
@@ -84,8 +84,7 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
                 if ev.warning is not None:
                     failures.append(ev.warning)
                 if ev.n_clips == 0:
-                    failures.append(ledger.Failure(ev.item.video_id, ledger.NO_CLIPS,
-                                                   f"{ev.n_frames} frame(s): too few for a clip", n_frames=ev.n_frames))
+                    failures.append(ledger.no_clips(ev.item.video_id, ev.n_frames))
             elif isinstance(ev, VideoFailed):
                 failures.append(ev.failure)
                 if ev.n_clips_yielded:   # already written: say so, the bins cannot be taken back

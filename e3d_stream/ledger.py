@@ -54,3 +54,8 @@ class Failure:
     @classmethod
     def from_dict(cls, d: dict) -> "Failure":
         return cls(**d)
+
+
+def no_clips(video_id: str, n_frames: int) -> Failure:
+    """The entry for a video that decoded but has too few frames for one clip (a miss)."""
+    return Failure(video_id, NO_CLIPS, f"{n_frames} frame(s): too few for a clip", n_frames=n_frames)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 from . import ledger
 from .accumulate import TopKAccumulator
 from .batching import BatchAssembler, BatchMeta, ClipTag
+from .clips import SOURCES
 from .config import EvalConfig
 from .dataset import list_videos, load_annotation
 from .errors import ConfigError, DecodeError, PipelineInterrupted
@@ -36,16 +37,13 @@ from .runstate import Position, RunState, remove_checkpoint
 from .workers import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
 
 DEFAULT_BATCH = 16
-SOURCE_LAYOUT = {"direct": "video", "jpeg-compat": "video", "rawframes": "rawframes"}
 
 
 @dataclass
 class _Progress:
     """Counters the progress bar and the report read."""
 
-    videos_done: int = 0
     clips: int = 0
-    batches_done: int = 0
     t0: float = field(default_factory=time.perf_counter)
 
 
@@ -86,7 +84,7 @@ def evaluate(config: EvalConfig | None = None, /, *, session=None, **kwargs) -> 
     if config is not None and kwargs:
         cfg = cfg.replace(**kwargs)
     annotation = load_annotation(cfg.annotation_path)
-    items = list_videos(annotation, cfg.video_path, subset=cfg.subset, source=SOURCE_LAYOUT[cfg.source])
+    items = list_videos(annotation, cfg.video_path, subset=cfg.subset, source=SOURCES[cfg.source].layout)
     if cfg.limit:
         items = items[: cfg.limit]
     with ExitStack() as stack:
@@ -140,7 +138,6 @@ class _Run:
         self.failures = list(state.failures)
         self.failed_ids = set(state.dropped_videos)
         self.elapsed_before = state.elapsed_s
-        self.progress.videos_done = self.position.video_index
 
     def _save(self, position: Position) -> None:
         if not self.cfg.output:
@@ -172,7 +169,7 @@ class _Run:
                                                 f"no file for {item.label}/{item.video_id} under {cfg.video_path}"))
                 continue
             todo.append(item)
-        runner = self.stack.enter_context(_closing(DoubleBuffer(self.session, self.batch_size)))
+        runner = self.stack.enter_context(closing(DoubleBuffer(self.session, self.batch_size)))
         if cfg.dump_bins:
             from .binio import BinWriter
 
@@ -205,8 +202,7 @@ class _Run:
                     if ev.warning is not None:
                         self._record(ev.warning)
                     if ev.n_clips == 0:
-                        self._record(ledger.Failure(vid, ledger.NO_CLIPS,
-                                                    f"{ev.n_frames} frame(s): too few for a clip", n_frames=ev.n_frames))
+                        self._record(ledger.no_clips(vid, ev.n_frames))
                     else:
                         self.acc.expect(vid, ev.n_clips, label_index=ev.item.label_index)
                     self._tick(bar)
@@ -257,7 +253,6 @@ class _Run:
             if keep:
                 self.acc.add([meta.tags[i].video_id for i in keep], logits[keep],
                              clip_indices=[meta.tags[i].clip_index for i in keep])
-            self.progress.batches_done += 1
             self.peak_open = max(self.peak_open, self.acc.n_open)
             self.progress.clips += meta.n_valid
             self.last_meta = meta
@@ -267,8 +262,7 @@ class _Run:
     def _position_after(self, meta: BatchMeta) -> Position:
         last = meta.tags[-1]
         return Position(video_index=last.video_index, clips_done=last.clip_index + 1,
-                        stream_clips=last.stream_index + 1,
-                        batches=self.position.batches + meta.index + 1)
+                        stream_clips=last.stream_index + 1)
 
     def _dump(self, buf, meta: BatchMeta) -> None:
         self.bins.add(buf, [t.video_id for t in meta.tags], meta.n_valid)
@@ -293,23 +287,9 @@ class _Run:
         return tqdm(total=total, initial=self.position.video_index, unit="video", dynamic_ncols=True)
 
     def _tick(self, bar) -> None:
-        self.progress.videos_done += 1
         if bar is not None:
             bar.update(1)
             elapsed = time.perf_counter() - self.progress.t0
             used = self.pool.slots_in_use
             bar.set_postfix(clips_s=f"{self.progress.clips / max(elapsed, 1e-9):.1f}",
                             queue=f"{used}/{self.cfg.queue_depth}", refresh=False)
-
-
-class _closing:
-    """Context manager calling ``close()`` (DoubleBuffer and friends)."""
-
-    def __init__(self, obj) -> None:
-        self.obj = obj
-
-    def __enter__(self):
-        return self.obj
-
-    def __exit__(self, *exc) -> None:
-        self.obj.close()

@@ -23,7 +23,7 @@ from .fsutil import atomic_write_bytes
 from .ledger import Failure
 
 CHECKPOINT_NAME = "checkpoint.pkl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -33,7 +33,6 @@ class Position:
     video_index: int = 0     # index into the evaluated item list
     clips_done: int = 0      # clips of that video already in saved batches
     stream_clips: int = 0    # clips in all saved batches
-    batches: int = 0         # batches saved
 
 
 @dataclass
