@@ -20,9 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -139,7 +140,7 @@ class BenchData:
     root: Path
     video_root: Path
     annotation_path: Path
-    videos: tuple  # e3d_stream.demo_data.DemoVideo, in annotation order
+    videos: tuple  # e3d_stream.video._demo_data.DemoVideo, in annotation order
     n_frames: int
 
 
@@ -147,18 +148,19 @@ def ucf_like(workdir: Path, n_videos: int, *, seed: int = 0, seconds: tuple[floa
              size: tuple[int, int] = (320, 240)) -> BenchData:
     """``n_videos`` UCF-101-like validation videos: 320x240 MPEG-4 AVI, 25 fps, 4-7 s, textured moving content.
 
-    Built on :func:`e3d_stream.demo_data.make_demo_dataset` (shapes moving on a
+    Built on :func:`e3d_stream.video._demo_data.make_demo_dataset` (shapes moving on a
     noisy textured background). The annotation lists the first ``n_videos``
     validation videos, round-robin over the demo classes, and 101 labels (the
     demo classes first, then placeholders) so models have UCF-101's output size.
     Cached under ``workdir`` by its parameters.
     """
-    from e3d_stream.demo_data import DEMO_CLASSES, make_demo_dataset
+    from e3d_stream.video._demo_data import DEMO_CLASSES, make_demo_dataset
 
     fps = 25
     frames = (int(seconds[0] * fps), int(seconds[1] * fps))
     per_class = math.ceil(n_videos / len(DEMO_CLASSES))
-    root = Path(workdir) / f"ucf_like_s{seed}_{per_class}x{len(DEMO_CLASSES)}_{frames[0]}-{frames[1]}_{size[0]}x{size[1]}"
+    name = f"ucf_like_s{seed}_{per_class}x{len(DEMO_CLASSES)}_{frames[0]}-{frames[1]}_{size[0]}x{size[1]}"
+    root = Path(workdir) / name
     marker = root / "complete.json"
     ds = None
     if not marker.exists():
@@ -167,7 +169,7 @@ def ucf_like(workdir: Path, n_videos: int, *, seed: int = 0, seconds: tuple[floa
         ds = make_demo_dataset(root, videos_per_class=per_class, training_videos_per_class=0, seed=seed,
                                n_frames=frames, size=size)
         marker.write_text(json.dumps([[str(v.path), v.video_id, v.label, v.n_frames] for v in ds.videos]))
-    from e3d_stream.demo_data import DemoVideo
+    from e3d_stream.video._demo_data import DemoVideo
 
     listed = [DemoVideo(vid, label, "validation", Path(p), n) for p, vid, label, n in json.loads(marker.read_text())]
     by_class = [[v for v in listed if v.label == c] for c in DEMO_CLASSES]
@@ -200,9 +202,9 @@ def mobilenet_onnx(workdir: Path, *, num_classes: int = N_CLASSES, seed: int = 0
         return out
     import torch
 
-    from e3d_stream.export import export_onnx
     from e3d_stream.models import build_model
     from e3d_stream.models.checkpoint import save_checkpoint
+    from e3d_stream.seed._export import export_onnx
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
@@ -210,8 +212,8 @@ def mobilenet_onnx(workdir: Path, *, num_classes: int = N_CLASSES, seed: int = 0
     if calibration_videos:
         import numpy as np
 
-        from e3d_stream.clips import iter_video_clips
-        from e3d_stream.transforms import normalize_clip
+        from e3d_stream.video._clips import iter_video_clips
+        from e3d_stream.video._transforms import normalize_clip
 
         clips = np.concatenate([normalize_clip(c) for v in calibration_videos for c in iter_video_clips(str(v))])
         for m in model.modules():

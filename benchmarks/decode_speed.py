@@ -5,7 +5,7 @@ Paths (all yield uint8 clips (3, 16, 112, 112) of the seed clip plan):
 * ``decode_only``  PyAV decode + the CLI's frame-rate sync, no RGB conversion (the limit);
 * ``naive``        what a user would write: PyAV -> ``to_ndarray('rgb24')`` -> ``Image.fromarray``
                    -> ``resize`` -> ``crop`` -> ``np.asarray`` -> stack + transpose (bit-exact);
-* ``direct``       :func:`e3d_stream.clips.iter_video_clips` ``source='direct'`` (bit-exact);
+* ``direct``       :func:`e3d_stream.video._clips.iter_video_clips` ``source='direct'`` (bit-exact);
 * ``jpeg_compat``  ``source='jpeg-compat'`` (in-memory JPEG round trip like the ffmpeg CLI);
 * ``rawframes``    ``source='rawframes'`` over JPEG folders the ffmpeg CLI wrote (skipped without it);
 * ``fast``         ``resize='fast'`` (OpenCV area; NOT bit-exact: its score agreement is measured).
@@ -31,15 +31,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, default_out, bench_model, time_call, ucf_like, verdict,  # noqa: E402
-                    write_json)
+from common import base_parser, bench_model, default_out, time_call, ucf_like, verdict, write_json
 
-from e3d_stream.clips import iter_video_clips  # noqa: E402
-from e3d_stream.constants import SAMPLE_SIZE  # noqa: E402
-from e3d_stream.decode import VideoFrames  # noqa: E402
-from e3d_stream.sampling import iter_windows  # noqa: E402
-from e3d_stream.transforms import crop_origin, scaled_size  # noqa: E402
-
+from e3d_stream.constants import SAMPLE_SIZE
+from e3d_stream.video._clips import iter_video_clips
+from e3d_stream.video._decode import VideoFrames
+from e3d_stream.video._sampling import iter_windows
+from e3d_stream.video._transforms import crop_origin, scaled_size
 
 # --------------------------------------------------------------------------- the paths
 
@@ -88,7 +86,7 @@ def _variants():
     """name -> (fn(av.VideoFrame) -> (112,112,3) uint8, what it tries)."""
     from PIL import Image
 
-    from e3d_stream.transforms import RESIZERS
+    from e3d_stream.video._transforms import RESIZERS
 
     exact = RESIZERS["exact"][0]
 
@@ -157,7 +155,7 @@ def resize_variants(videos, *, repeats: int) -> dict:
     ref = [table["naive_literal"][0](f) for f in frames]
     out = {}
     for name, (fn, idea) in table.items():
-        timing, res = time_call(lambda: [fn(f) for f in frames], warmup=1, repeats=repeats)
+        timing, res = time_call(lambda fn=fn: [fn(f) for f in frames], warmup=1, repeats=repeats)
         same = sum(np.array_equal(a, b) for a, b in zip(res, ref))
         out[name] = {"idea": idea, "us_per_frame": 1e6 * timing.median / len(frames),
                      "frames_identical_to_reference": f"{same}/{len(frames)}", "bit_exact": same == len(frames)}
@@ -170,9 +168,9 @@ def resize_variants(videos, *, repeats: int) -> dict:
 # --------------------------------------------------------------------------- score agreement of "fast"
 
 def fast_agreement(videos, model: Path) -> dict:
-    from e3d_stream.metrics import softmax
+    from e3d_stream.scoring._metrics import softmax
     from e3d_stream.sessions import open_session
-    from e3d_stream.transforms import normalize_clip
+    from e3d_stream.video._transforms import normalize_clip
 
     exact_scores, fast_scores, pix, logits = [], [], [], {"exact": [], "fast": []}
     with open_session(str(model), threads=1) as sess:
@@ -255,7 +253,7 @@ def main(argv=None) -> int:
             paths[name] = {"skipped": "the ffmpeg CLI is not installed (apt-get install ffmpeg)"}
             print(f"{name:12s} skipped: no ffmpeg CLI")
             continue
-        timing, _ = time_call(lambda: [fn(v, raw_root / Path(v).stem if raw_root else None) for v in videos],
+        timing, _ = time_call(lambda fn=fn: [fn(v, raw_root / Path(v).stem if raw_root else None) for v in videos],
                               warmup=args.warmup, repeats=args.repeats)
         paths[name] = {"frames_per_s": n_frames / timing.median, **timing.to_dict()}
         print(f"{name:12s} {paths[name]['frames_per_s']:8.0f} frames/s")
@@ -263,7 +261,8 @@ def main(argv=None) -> int:
     ratios = {f"{k}_vs_naive": fps[k] / fps["naive"] for k in fps if k != "naive"}
     targets = {"direct_exact_ge_1.5x_naive": {"ratio": ratios["direct_vs_naive"],
                                               "verdict": verdict(ratios["direct_vs_naive"] >= 1.5)},
-               "fast_ge_3x_naive": {"ratio": ratios["fast_vs_naive"], "verdict": verdict(ratios["fast_vs_naive"] >= 3.0)}}
+               "fast_ge_3x_naive": {"ratio": ratios["fast_vs_naive"],
+                                    "verdict": verdict(ratios["fast_vs_naive"] >= 3.0)}}
     variants = resize_variants(videos[:1], repeats=args.repeats)
     variants["rgbx_from_swscale"]["width_sweep"] = sweep = rgbx_sweep(range(240, 262, 2) if args.quick else
                                                                          range(240, 722, 2))

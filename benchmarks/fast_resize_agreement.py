@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from e3d_stream import EvalConfig, evaluate  # noqa: E402
-from e3d_stream.demo_data import make_demo_dataset  # noqa: E402
+from e3d_stream.video._demo_data import make_demo_dataset  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -33,11 +33,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, default_out, median_of, bench_model, python_argv, run_child,  # noqa: E402
-                    ucf_like, verdict, write_json)
+from common import (
+    base_parser,
+    bench_model,
+    default_out,
+    median_of,
+    python_argv,
+    run_child,
+    ucf_like,
+    verdict,
+    write_json,
+)
 
-from e3d_stream import evaluate  # noqa: E402
-from e3d_stream.config import EvalConfig  # noqa: E402
+from e3d_stream import evaluate
+from e3d_stream.run._config import EvalConfig
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -35,8 +35,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, default_out, bench_model, python_argv, run_child, tree_bytes,  # noqa: E402
-                    ucf_like, verdict, write_json, N_CLASSES)
+from common import (
+    N_CLASSES,
+    base_parser,
+    bench_model,
+    default_out,
+    python_argv,
+    run_child,
+    tree_bytes,
+    ucf_like,
+    verdict,
+    write_json,
+)
 
 NO_FFMPEG = "the ffmpeg CLI is not installed: the staged route needs it (e.g. apt-get install -y ffmpeg)"
 
@@ -128,10 +138,12 @@ def streaming(data, work: Path, source: str, *, backend, model, batch, threads, 
     run = sorted(runs, key=lambda r: r.wall_s)[len(runs) // 2]  # the median run
     reports = [out / "result.json", out / "val.json"]
     written = tree_bytes(out, scratch) - tree_bytes(*reports) + (tree_bytes(data.root) - before)
-    return ({"wall_s": run.wall_s, "runs_wall_s": [r.wall_s for r in runs], "bytes_written": written, "report_bytes": tree_bytes(*reports),
-             "max_single_rss_mb": run.max_single_rss_mb, "peak_tree_rss_mb": run.peak_tree_rss_mb,
-             "files_in_output": sorted(p.name for p in out.iterdir()),
-             "files_in_tmpdir": sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*") if p.is_file())}, out / "val.json")
+    summary = {"wall_s": run.wall_s, "runs_wall_s": [r.wall_s for r in runs], "bytes_written": written,
+               "report_bytes": tree_bytes(*reports),
+               "max_single_rss_mb": run.max_single_rss_mb, "peak_tree_rss_mb": run.peak_tree_rss_mb,
+               "files_in_output": sorted(p.name for p in out.iterdir()),
+               "files_in_tmpdir": sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*") if p.is_file())}
+    return summary, out / "val.json"
 
 
 def compare_scores(a: Path, b: Path) -> dict:

@@ -52,7 +52,7 @@ class Failure:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Failure":
+    def from_dict(cls, d: dict) -> Failure:
         return cls(**d)
 
 

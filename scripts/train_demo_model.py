@@ -4,7 +4,7 @@
 Steps, all seeded so a rerun gives the same model:
 
 1. write a validation set once and a *fresh* training set for every epoch with
-   :func:`e3d_stream.demo_data.make_demo_dataset` (training subsets of seeds
+   :func:`e3d_stream.video._demo_data.make_demo_dataset` (training subsets of seeds
    ``train_seed + epoch``, the validation subset of ``val_seed``; the demo
    evaluates yet another seed's validation subset, so nothing is tested on
    training videos). Fresh videos matter: with one fixed set the model learnt
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from e3d_stream.constants import MEAN_RGB_F32  # noqa: E402
-from e3d_stream.demo_data import DEMO_CLASSES, make_demo_dataset  # noqa: E402
+from e3d_stream.video._demo_data import DEMO_CLASSES, make_demo_dataset  # noqa: E402
 
 ARCH_CHOICES = ("mobilenetv2", "shufflenetv2")
 
@@ -56,7 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=ROOT / "e3d_stream" / "assets",
                    help="where demo_model.pth and demo_model.json are written")
-    p.add_argument("--data-dir", type=Path, default=None, help="generate the videos under this folder (default: a temp dir)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="generate the videos under this folder (default: a temp dir)")
     p.add_argument("--arch", choices=ARCH_CHOICES, default="mobilenetv2")
     p.add_argument("--width-mult", type=float, default=0.25)
     p.add_argument("--train-videos-per-class", type=int, default=24)
@@ -75,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def video_clips(path: Path) -> np.ndarray:
     """(n_clips, 3, 16, 112, 112) uint8 clips of one video, exactly as evaluation builds them."""
-    from e3d_stream.clips import iter_video_clips
+    from e3d_stream.video._clips import iter_video_clips
 
     return np.stack([np.asarray(c) for c in iter_video_clips(path, source="direct")])
 
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.torch_seed)
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log = lambda msg: print(msg, flush=True)
     t_start = time.time()
     with tempfile.TemporaryDirectory(prefix="e3d_demo_train_") as tmp:
         data = args.data_dir or Path(tmp)
@@ -203,7 +204,8 @@ def main(argv=None) -> int:
         train_seeds = [args.train_seed + e for e in range(args.epochs)]
         current = fresh_training_clips(str(data), train_seeds[0], args.train_videos_per_class)
         log(f"data: {len(current[0])} training clips per epoch (~{args.train_videos_per_class * len(DEMO_CLASSES)} "
-            f"new videos), {len(va_clips)} validation clips / {val_set.n_videos} videos ({time.time() - t_start:.0f} s)")
+            f"new videos), {len(va_clips)} validation clips / {val_set.n_videos} videos "
+            f"({time.time() - t_start:.0f} s)")
         steps_per_epoch = int(np.ceil(len(current[0]) / args.batch_size))
 
         options = {"width_mult": args.width_mult, "sample_size": 112, "sample_duration": 16}

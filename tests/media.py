@@ -9,9 +9,9 @@ wrong shape. Videos are encoded with PyAV, so tests need no ffmpeg CLI.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import av
 import numpy as np

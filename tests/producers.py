@@ -74,7 +74,7 @@ class _Faulty:
 
 def faulty_clips(path, *, die_on=(), hang_on=(), marker_dir="/tmp", **options):
     """``iter_video_clips`` that dies once (first attempt) on ``die_on`` ids and hangs on ``hang_on`` ids."""
-    from e3d_stream.clips import iter_video_clips
+    from e3d_stream.video._clips import iter_video_clips
 
     stem = os.path.splitext(os.path.basename(str(path)))[0]
     if stem in hang_on:

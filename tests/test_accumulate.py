@@ -8,9 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from e3d_stream.accumulate import TopKAccumulator
 from e3d_stream.errors import ConfigError
-from e3d_stream.metrics import clip_accuracy, ground_truth_from_annotation, read_val_json, video_accuracy
+from e3d_stream.scoring._accumulator import TopKAccumulator
+from e3d_stream.scoring._metrics import clip_accuracy, ground_truth_from_annotation, read_val_json, video_accuracy
 
 PATHS = ["jpeg", "png", "png_bitexact"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e3d_stream.batching import BatchAssembler, ClipTag
 from e3d_stream.constants import CLIP_SHAPE, MEAN_RGB
+from e3d_stream.stream._batching import BatchAssembler, ClipTag
 
 MEAN = np.asarray(MEAN_RGB, np.float32).reshape(3, 1, 1, 1)
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import errno
-import os
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from e3d_stream import fsutil
-from e3d_stream.binio import BinWriter, iter_ais_outputs, read_info, read_summary
+from e3d_stream import _fsutil as fsutil
 from e3d_stream.errors import ConfigError, OutputError
+from e3d_stream.seed._binio import BinWriter, iter_ais_outputs, read_info, read_summary
 
 CLIP = (3, 2, 4, 4)  # the writer is shape-agnostic; small clips keep the tests fast
 

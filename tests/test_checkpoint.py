@@ -13,12 +13,11 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from PIL import Image  # noqa: E402
+from test_models import assert_logits_close, config, oracle, oracle_input, rule_state_dict  # noqa: E402
 
 from e3d_stream.errors import BackendUnavailableError, CheckpointError, ConfigError  # noqa: E402
 from e3d_stream.models import add_arch_arguments, arch_options, build_model  # noqa: E402
 from e3d_stream.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-
-from test_models import assert_logits_close, config, oracle, oracle_input, rule_state_dict  # noqa: E402
 
 # SPEC A.5-A.7, written out here rather than imported, so the inputs are
 # rebuilt independently of the library's data path

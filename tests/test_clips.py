@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from media import make_gappy_avi, make_numbered_video, numbered_frame, read_frame_number
 from PIL import Image
 
 from e3d_stream import ledger
-from e3d_stream.clips import SOURCES, iter_video_clips
-from e3d_stream.dataset import VideoItem
 from e3d_stream.errors import ConfigError, DecodeError
-from e3d_stream.sampling import plan_clips
-from media import make_gappy_avi, make_numbered_video, numbered_frame, read_frame_number
+from e3d_stream.video._clips import SOURCES, iter_video_clips
+from e3d_stream.video._dataset import VideoItem
+from e3d_stream.video._sampling import plan_clips
 
 
 def clip_numbers(clip):
@@ -52,7 +52,7 @@ def test_rawframes_source(tmp_path):
 
 
 def test_jpeg_compat_source_is_wired(tmp_path):
-    pytest.importorskip("e3d_stream.jpegcompat")
+    pytest.importorskip("e3d_stream.video._jpegcompat")
     path = make_numbered_video(tmp_path / "v.avi", 18)
     stream = iter_video_clips(path, source="jpeg-compat")
     clips = list(stream)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+from media import make_annotation
 
 from e3d_stream import ledger
-from e3d_stream.dataset import Annotation, VideoItem, detect_source, list_videos, load_annotation, shard
 from e3d_stream.errors import AnnotationError, ConfigError
-from media import make_annotation
+from e3d_stream.video._dataset import Annotation, VideoItem, detect_source, list_videos, load_annotation, shard
 
 
 def test_fixture_label_order_is_the_labels_list_not_sorted(fixtures_dir, expected):
@@ -110,5 +111,5 @@ def test_shard_partitions_in_order():
 
 def test_video_item_is_frozen():
     item = VideoItem("v", "a", 0, None, 0)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         item.path = "x"

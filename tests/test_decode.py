@@ -8,14 +8,20 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from media import (
+    make_audio_only,
+    make_gappy_avi,
+    make_numbered_video,
+    make_undecodable_video,
+    numbered_frame,
+    read_frame_number,
+)
 from PIL import Image
 
 from e3d_stream import ledger
-from e3d_stream.decode import DecodeLimits, VideoFrames, iter_rawframes, rawframe_count
 from e3d_stream.errors import ConfigError, DecodeError
-from e3d_stream.vsync import CfrSync
-from media import (make_audio_only, make_gappy_avi, make_numbered_video, make_undecodable_video,
-                   numbered_frame, read_frame_number)
+from e3d_stream.video._decode import DecodeLimits, VideoFrames, iter_rawframes, rawframe_count
+from e3d_stream.video._vsync import CfrSync
 
 
 def numbers(frames):
@@ -163,7 +169,7 @@ def test_truncated_file_uses_the_prefix_and_warns(tmp_path):
 
 def test_container_closed_when_consumer_stops_early(tmp_path):
     path = make_numbered_video(tmp_path / "v.avi", 30)
-    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    fds = lambda: len(os.listdir("/proc/self/fd"))
     before = fds()
     it = iter(VideoFrames(path))
     next(it)

@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from e3d_stream.demo_data import CODECS, DEMO_CLASSES, make_demo_dataset
 from e3d_stream.errors import ConfigError
+from e3d_stream.video._demo_data import CODECS, DEMO_CLASSES, make_demo_dataset
 
 ASSETS = Path(__file__).resolve().parents[1] / "e3d_stream" / "assets"
 SMALL = dict(videos_per_class=1, training_videos_per_class=1, n_frames=(17, 24))
@@ -120,9 +120,9 @@ def test_bad_options_are_rejected_up_front(tmp_path, kwargs, word):
 def test_bundled_model_recognises_fresh_videos(tmp_path):
     """The shipped checkpoint scores >= 0.9 video top-1 on videos of a seed never used in training."""
     torch = pytest.importorskip("torch")
-    from e3d_stream.clips import iter_video_clips
     from e3d_stream.constants import MEAN_RGB_F32
     from e3d_stream.models import build_model
+    from e3d_stream.video._clips import iter_video_clips
 
     torch.set_num_threads(1)
     meta = json.loads((ASSETS / "demo_model.json").read_text())

@@ -226,7 +226,7 @@ def test_short_last_batch_computes_only_its_real_rows_unless_the_batch_is_static
         session = open_session(None, backend="simulated", ms_per_clip=0.0, fixed_batch=fixed, num_classes=3)
         seen = []
         upload = session.upload
-        session.upload = lambda batch: (seen.append(batch.shape[0]), upload(batch))[1]
+        session.upload = lambda batch, seen=seen, upload=upload: (seen.append(batch.shape[0]), upload(batch))[1]
         with DoubleBuffer(session, 4) as runner:
             out = []
             for n in (4, 2):

@@ -9,11 +9,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from media import make_numbered_video, numbered_frame, read_frame_number
 from PIL import Image
 
 from e3d_stream.errors import ConfigError
-from e3d_stream.jpegcompat import conversion_kind, iter_jpeg_compat, range_to_jpeg_yuv420p
-from media import make_numbered_video, numbered_frame, read_frame_number
+from e3d_stream.video._jpegcompat import conversion_kind, iter_jpeg_compat, range_to_jpeg_yuv420p
 
 # ---------------------------------------------------------------- range port
 

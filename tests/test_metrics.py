@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from e3d_stream.errors import AnnotationError, ConfigError, OutputError
-from e3d_stream.metrics import (
-    VideoResult, clip_accuracy, ground_truth_from_annotation, read_val_json, reference_mean, softmax,
-    topk_order, video_accuracy, write_val_json,
+from e3d_stream.scoring._metrics import (
+    VideoResult,
+    clip_accuracy,
+    ground_truth_from_annotation,
+    read_val_json,
+    reference_mean,
+    softmax,
+    topk_order,
+    video_accuracy,
+    write_val_json,
 )
 
 VAL_FILES = ["val_jpeg.json", "val_png.json", "val_png_bitexact.json", "val_jpeg_modelzoo.json",

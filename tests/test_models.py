@@ -19,11 +19,11 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
+from conftest import require_fixtures  # noqa: E402
+
 from e3d_stream.errors import ConfigError  # noqa: E402
 from e3d_stream.models import ARCHITECTURES, build_model, resolve_options  # noqa: E402
 from e3d_stream.models.shapes import infer_options, split_arch  # noqa: E402
-
-from conftest import require_fixtures  # noqa: E402
 
 #: architectures.json option names -> build_model names
 FIXTURE_OPTION = {"depth": "model_depth", "shortcut_type": "resnet_shortcut", "cardinality": "resnext_cardinality"}
@@ -186,7 +186,7 @@ def test_dropout_probability_is_configurable():
 
 
 def test_importing_models_and_export_does_not_import_torch():
-    code = ("import sys, e3d_stream.models, e3d_stream.export, e3d_stream.commands.export; "
+    code = ("import sys, e3d_stream.models, e3d_stream.seed._export, e3d_stream.commands.export; "
             "bad = [m for m in ('torch', 'onnxruntime', 'onnx') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

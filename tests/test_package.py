@@ -18,14 +18,15 @@ def test_all_is_sorted_and_every_name_resolves():
 
 
 def test_import_pulls_in_no_backend():
-    code = ("import sys, e3d_stream, e3d_stream.pipeline, e3d_stream.cli; "
+    code = ("import sys, e3d_stream, e3d_stream.run._evaluate, e3d_stream.cli; "
             "print(' '.join(m for m in ('torch', 'onnxruntime', 'ais_bench', 'onnx', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
 
 
 def test_entry_points_show_help():
-    for cmd in ([sys.executable, "-m", "e3d_stream", "--help"], [sys.executable, str(ROOT / "bin" / "e3d-stream"), "eval", "--help"]):
+    for cmd in ([sys.executable, "-m", "e3d_stream", "--help"],
+                [sys.executable, str(ROOT / "bin" / "e3d-stream"), "eval", "--help"]):
         res = subprocess.run(cmd, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         assert "e3d-stream" in res.stdout

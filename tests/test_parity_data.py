@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from e3d_stream.clips import iter_video_clips
-from e3d_stream.transforms import normalize_clip
+from e3d_stream.video._clips import iter_video_clips
+from e3d_stream.video._transforms import normalize_clip
 
 
 def _check(fixtures_dir, expected, ref_clips, source, key, hash_key):

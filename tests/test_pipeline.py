@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from e3d_stream.cli import main
-from e3d_stream.config import EvalConfig
-from e3d_stream.pipeline import evaluate
+from e3d_stream.run._config import EvalConfig
+from e3d_stream.run._evaluate import evaluate
 
 
 def load_val(path: Path) -> dict:
@@ -29,7 +29,7 @@ def assert_val_matches(got: dict, ref: dict, *, top: int = 5, atol: float = 1e-4
 
 @pytest.fixture(scope="module")
 def onnx_model(fixtures_dir, tmp_path_factory) -> Path:
-    from e3d_stream.export import export_onnx
+    from e3d_stream.seed._export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "mobilenetv2.onnx"
     export_onnx(fixtures_dir / "checkpoint.pth", out)
@@ -82,7 +82,7 @@ def test_results_do_not_depend_on_workers_depth_or_batch(fixtures_dir, tmp_path,
         fixture_eval(fixtures_dir, out, onnx_model, workers=workers, queue_depth=depth, batch_size=batch)
         runs[(workers, depth, batch)] = load_val(out / "val.json")
     ref = load_val(fixtures_dir / "reference" / "val_png_bitexact.json")
-    for key, got in runs.items():
+    for got in runs.values():
         assert_val_matches(got, ref, top=10)
     # same batch size: worker count and queue depth change nothing, to the bit
     assert runs[(1, 1, 1)] == runs[(2, 1, 1)]
@@ -179,7 +179,7 @@ def test_eval_om_through_the_ais_bench_stand_in(tmp_path, monkeypatch):
 
     fake = Path(__file__).resolve().parent / "fake_ais_bench"
     for name in list(sys.modules):
-        if name == "ais_bench" or name.startswith("ais_bench.") or name == "e3d_stream.sessions.aisbench":
+        if name == "ais_bench" or name.startswith("ais_bench.") or name == "e3d_stream.sessions._aisbench":
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(fake))
     from make_model import write_model
@@ -191,8 +191,8 @@ def test_eval_om_through_the_ais_bench_stand_in(tmp_path, monkeypatch):
     assert report.session["backend"] == "ais_bench" and report.session["device"].startswith("npu")
     assert report.throughput["batch_size"] == 4 and report.n_clips == 10 and report.n_scored == 5
     # the truth, computed here from the clips themselves: mean over (T, H, W) of each channel
-    from e3d_stream.clips import iter_video_clips
-    from e3d_stream.scoring import reference_mean, softmax
+    from e3d_stream.scoring._numerics import reference_mean, softmax
+    from e3d_stream.video._clips import iter_video_clips
 
     for vid, result in report.results.items():
         label = vid.split("_")[1]

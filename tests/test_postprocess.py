@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e3d_stream.binio import BinWriter
 from e3d_stream.cli import main
+from e3d_stream.seed._binio import BinWriter
 
 N_CLASSES = 12
 LABELS = [f"Class{i:02d}" for i in range(N_CLASSES)]

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from e3d_stream.cli import main
-from e3d_stream.dump import dump_bins
 from media import make_annotation, make_numbered_video, read_frame_number
+
+from e3d_stream.cli import main
+from e3d_stream.seed._dump import dump_bins
 
 
 def sha(path: Path) -> str:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from media import make_annotation, make_audio_only, make_numbered_video, make_undecodable_video
 
 from e3d_stream import ledger
-from e3d_stream.config import EvalConfig
 from e3d_stream.errors import ConfigError, DecodeError, ResumeMismatchError
-from e3d_stream.pipeline import evaluate
-from media import make_annotation, make_audio_only, make_numbered_video, make_undecodable_video
+from e3d_stream.run._config import EvalConfig
+from e3d_stream.run._evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = [("v_A_g01_c01", "A", 40), ("v_B_g01_c01", "B", 33), ("v_A_g02_c01", "A", 20), ("v_B_g02_c01", "B", 50)]
@@ -215,7 +215,7 @@ def test_sigint_or_sigterm_then_resume_gives_bit_identical_outputs(tmp_path):
 def test_resume_with_another_configuration_is_refused(tmp_path):
     entries = make_good(tmp_path)
     ann = make_annotation(tmp_path / "ann.json", ["A", "B"], entries)
-    from e3d_stream.runstate import Position, RunState
+    from e3d_stream.run._state import Position, RunState
 
     base = EvalConfig(video_path=str(tmp_path), annotation_path=str(ann), backend="simulated",
                       output=str(tmp_path / "out"), batch_size=3)
@@ -245,7 +245,7 @@ def test_parent_killed_takes_its_workers_with_it(tmp_path):
 
 
 def test_checkpoints_are_taken_periodically_at_batch_boundaries(tmp_path, monkeypatch):
-    from e3d_stream import runstate
+    from e3d_stream.run import _state as runstate
 
     saved = []
     real_save = runstate.RunState.save

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from e3d_stream.errors import ConfigError
-from e3d_stream.sampling import POLICIES, iter_windows, n_clips, plan_clips
+from e3d_stream.video._sampling import POLICIES, iter_windows, n_clips, plan_clips
 
 
 def test_plan_equals_reference_frame_indices(expected, ref_clips):
@@ -29,17 +29,17 @@ def test_cyclic_fill_and_edges():
     assert plan_clips(2) == [(1, 2) * 8]
 
 
-@pytest.mark.parametrize("n", range(0, 200))
+@pytest.mark.parametrize("n", range(200))
 def test_clip_count_formula(n):
     assert n_clips(n) == max(0, math.ceil((n - 1) / 16))
     assert all(len(c) == 16 and min(c) >= 1 and max(c) <= n for c in plan_clips(n))
 
 
 def test_streaming_windows_equal_plan_and_hold_one_window():
-    for n in range(0, 71):
+    for n in range(71):
         consumed = []
 
-        def frames():
+        def frames(n=n, consumed=consumed):
             for i in range(1, n + 1):
                 consumed.append(i)
                 yield i

@@ -43,7 +43,8 @@ def test_backend_resolution_errors():
         resolve_backend("model.tflite")
     with pytest.raises(ConfigError, match="backend='simulated'"):
         resolve_backend(None)
-    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'; choose one of onnxruntime, torch, ais_bench, simulated"):
+    with pytest.raises(ConfigError,
+                       match="unknown backend 'tensorrt'; choose one of onnxruntime, torch, ais_bench, simulated"):
         open_session("m.onnx", backend="tensorrt")
     assert list(BACKENDS) == ["onnxruntime", "torch", "ais_bench", "simulated"]
 
@@ -74,11 +75,11 @@ def test_option_errors():
 def test_missing_package_names_the_extra(monkeypatch, tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
-    monkeypatch.delitem(sys.modules, "e3d_stream.sessions.ort", raising=False)
+    monkeypatch.delitem(sys.modules, "e3d_stream.sessions._ort", raising=False)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(BackendUnavailableError, match=r"pip install 'e3d_stream\[onnx\]'"):
         open_session(model)
-    monkeypatch.delitem(sys.modules, "e3d_stream.sessions.torch_session", raising=False)
+    monkeypatch.delitem(sys.modules, "e3d_stream.sessions._torch", raising=False)
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(BackendUnavailableError, match=r"pip install 'e3d_stream\[torch\]'"):
         open_session(tmp_path / "m.onnx", backend="torch")

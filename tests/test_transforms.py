@@ -8,8 +8,15 @@ from PIL import Image
 
 from e3d_stream.constants import MEAN_RGB
 from e3d_stream.errors import ConfigError
-from e3d_stream.transforms import (RESIZERS, crop_origin, normalize_clip, normalize_into, preprocess_frame,
-                                   scaled_size, stack_clip)
+from e3d_stream.video._transforms import (
+    RESIZERS,
+    crop_origin,
+    normalize_clip,
+    normalize_into,
+    preprocess_frame,
+    scaled_size,
+    stack_clip,
+)
 
 
 def reference_preprocess(arr: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import pytest
 
 from e3d_stream import ledger
 from e3d_stream.errors import ConfigError
-from e3d_stream.workers import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
+from e3d_stream.stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ def collect(pool, items):
     out = []
     for ev in pool.run(items):
         if isinstance(ev, ClipEvent):
-            out.append(("clip", ev.item.video_id, ev.clip_index, int(ev.data[0, 0, 0, 0]), int(ev.data[2, 15, 111, 111])))
+            first, last = int(ev.data[0, 0, 0, 0]), int(ev.data[2, 15, 111, 111])
+            out.append(("clip", ev.item.video_id, ev.clip_index, first, last))
         elif isinstance(ev, VideoEnd):
             out.append(("end", ev.item.video_id, ev.n_clips))
         else:

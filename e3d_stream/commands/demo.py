@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..config import EvalConfig
-    from ..demo_data import make_demo_dataset
-    from ..pipeline import evaluate
+    from ..run._config import EvalConfig
+    from ..run._evaluate import evaluate
+    from ..video._demo_data import make_demo_dataset
 
     meta = json.loads((ASSETS / "demo_model.json").read_text())
     model = ASSETS / "demo_model.pth"
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
               f"{time.perf_counter() - t0:.1f} s under {root}")
         arch = {"arch": meta["arch"], **{k: v for k, v in meta["options"].items() if k != "num_classes"}}
         if args.backend == "onnxruntime":
-            from ..export import export_onnx
+            from ..seed._export import export_onnx
 
             onnx_path = Path(tmp) / "demo_model.onnx"
             result = export_onnx(model, onnx_path, **arch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import COMPAT_MODES, RESIZE_MODES, SOURCES, TAIL_MODES, EvalConfig
+from ..run._config import COMPAT_MODES, RESIZE_MODES, SOURCES, TAIL_MODES, EvalConfig
 
 HELP = "stream videos through a model and report top-1/top-5"
 DESCRIPTION = (
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import evaluate
+    from ..run._evaluate import evaluate
 
     arch = {}
     if args.model and str(args.model).endswith((".pth", ".pt", ".tar")):

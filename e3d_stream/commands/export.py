@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..export import OPSETS, atc_command, export_onnx, parse_batches
 from ..models import add_arch_arguments, arch_options
+from ..seed._export import OPSETS, atc_command, export_onnx, parse_batches
 
 HELP = "convert an upstream .pth to (simplified) ONNX; print ATC commands"
 DESCRIPTION = (

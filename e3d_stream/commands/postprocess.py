@@ -4,8 +4,8 @@ A drop-in for the seed's ``Efficient-3DCNNs_postprocess.py`` (same flags:
 ``--result_path --info_path --annotation_path --acc_file``): output ``<k>_0.bin``
 is paired with info line ``k``, rows past the line's video ids (a padded last
 batch) are ignored, and videos are scored and counted exactly as ``eval`` does
-(:class:`~e3d_stream.accumulate.TopKAccumulator`,
-:func:`~e3d_stream.metrics.video_accuracy`). Unlike the seed it scores the last
+(:class:`~e3d_stream.scoring._accumulator.TopKAccumulator`,
+:func:`~e3d_stream.scoring._metrics.video_accuracy`). Unlike the seed it scores the last
 video (``--compat modelzoo`` restores the seed's behaviour), reads both
 summary-file layouts, and writes ``val.json`` only where ``--val_json`` says.
 """
@@ -17,11 +17,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ..accumulate import COMPAT_MODES, TopKAccumulator
-from ..binio import atomic_write, iter_ais_outputs, read_info, read_summary
+from .._fsutil import atomic_write_bytes
 from ..errors import ConfigError
-from ..metrics import clip_accuracy, ground_truth_from_annotation, video_accuracy, write_val_json
-from ..scoring import SOFTMAX_BACKENDS
+from ..scoring._accumulator import COMPAT_MODES, TopKAccumulator
+from ..scoring._metrics import clip_accuracy, ground_truth_from_annotation, video_accuracy, write_val_json
+from ..scoring._numerics import SOFTMAX_BACKENDS
+from ..seed._binio import iter_ais_outputs, read_info, read_summary
 
 HELP = "score ais_bench output folders (replaces Efficient-3DCNNs_postprocess.py)"
 DESCRIPTION = ("Score ais_bench outputs (<result_path>/<k>_0.bin, paired with line k of the .info file) "
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         if args.acc_format == "json":
             payload.update(clips=clips.to_dict(), compat=args.compat,
                            n_bins=len(info), batch_size=batch)
-        atomic_write(args.acc_file, json.dumps(payload).encode())
+        atomic_write_bytes(args.acc_file, json.dumps(payload).encode(), fsync=False)
     if args.val_json is not None:
         write_val_json(args.val_json, results, labels)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import RESIZE_MODES, SOURCES, TAIL_MODES
+from ..run._config import RESIZE_MODES, SOURCES, TAIL_MODES
 
 HELP = "write seed-layout k.bin + .info inputs (replaces Efficient-3DCNNs_preprocess.py)"
 DESCRIPTION = (
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..dump import dump_bins
+    from ..seed._dump import dump_bins
 
     report = dump_bins(args.video_path, args.annotation_path, args.output_path, args.info_path,
                        batch_size=args.inference_batch_size, tail=args.tail, source=args.source,
@@ -47,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
     if report.n_dropped_clips:
         print(f"dropped {report.n_dropped_clips} clip(s) of a partial last batch (--tail drop)")
     for f in report.failures:
-        print(f"  {'excluded' if f.fatal else 'warning'} {f.video_id}: {f.reason} {f.detail.splitlines()[0] if f.detail else ''}")
+        detail = f.detail.splitlines()[0] if f.detail else ""
+        print(f"  {'excluded' if f.fatal else 'warning'} {f.video_id}: {f.reason} {detail}")
     return 0

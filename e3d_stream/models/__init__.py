@@ -20,11 +20,12 @@ imported when a model is first built, so ``--help`` of commands that reuse
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError
-from .options import add_arch_arguments, arch_options
+from .options import add_arch_arguments, arch_options  # noqa: F401 (re-exported for the commands)
 
 #: option -> default, for every option :func:`build_model` understands
 DEFAULTS: Mapping[str, Any] = {

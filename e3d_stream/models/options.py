@@ -39,14 +39,15 @@ def add_arch_arguments(parser: argparse.ArgumentParser, *, model_alias: bool = T
     (``eval`` turns it off: there ``--model`` is the model file).
     Returns the argument group so callers can add to it.
     """
-    from . import ARCHITECTURES  # noqa: PLC0415 - the registry imports this module
+    from . import ARCHITECTURES
 
     group = parser.add_argument_group("model (upstream opts.py names; when not given, the checkpoint decides)")
     names = ("--arch", "--model") if model_alias else ("--arch",)
     group.add_argument(*names, dest="arch", choices=sorted(ARCHITECTURES), default=None,
                        help="architecture; must equal the checkpoint's 'arch' when both are known")
     group.add_argument("--width_mult", type=float, default=None,
-                       help="channel width multiplier (mobilenet*, shufflenet*); not given: 1.0, ShuffleNetV2 from the weights")
+                       help="channel width multiplier (mobilenet*, shufflenet*); "
+                            "not given: 1.0, ShuffleNetV2 from the weights")
     group.add_argument("--groups", type=int, choices=(1, 2, 3, 4, 8), default=None,
                        help="ShuffleNet 1x1 conv groups; not given: from the weights")
     group.add_argument("--version", type=float, choices=(1.0, 1.1), default=None,

@@ -12,7 +12,7 @@ Everything works on ``{key: shape tuple}`` so it needs no torch.
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 Shapes = Mapping[str, tuple]
 

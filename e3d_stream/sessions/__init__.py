@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, ConfigError
-from .base import InputSpec, Session, Staged
-from .runner import DoubleBuffer
+from ._base import InputSpec, Session, Staged
+from ._runner import DoubleBuffer
 
 
 @dataclass(frozen=True)
@@ -41,19 +41,19 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {
     "onnxruntime": Backend(
-        "ort", "OrtSession", "onnxruntime", (".onnx",), ("cpu", "cuda"), "cpu",
+        "_ort", "OrtSession", "onnxruntime", (".onnx",), ("cpu", "cuda"), "cpu",
         "pip install 'e3d_stream[onnx]'", "ONNX Runtime, CPU or CUDA execution provider (.onnx)"),
     # ".tar": upstream-style "*.pth.tar" checkpoints
     "torch": Backend(
-        "torch_session", "TorchSession", "torch", (".pth", ".pt", ".tar"), ("cpu", "cuda"), "cpu",
+        "_torch", "TorchSession", "torch", (".pth", ".pt", ".tar"), ("cpu", "cuda"), "cpu",
         "pip install 'e3d_stream[torch]'", "PyTorch, runs an upstream .pth checkpoint directly"),
     "ais_bench": Backend(
-        "aisbench", "AisBenchSession", "ais_bench", (".om",), ("npu",), "npu:0",
+        "_aisbench", "AisBenchSession", "ais_bench", (".om",), ("npu",), "npu:0",
         "ais_bench is not on PyPI: build and pip-install the aclruntime and ais_bench wheels from "
         "https://gitee.com/ascend/tools (ais-bench_workload/tool/ais_bench) on a machine with the CANN toolkit",
         "Ascend NPU through ais_bench InferSession (.om; unverified on hardware)"),
     "simulated": Backend(
-        "simulated", "SimulatedSession", "numpy", (), ("cpu", "cuda", "npu"), "cpu",
+        "_simulated", "SimulatedSession", "numpy", (), ("cpu", "cuda", "npu"), "cpu",
         "numpy is a core dependency", "no model: fixed latency per clip and deterministic fake logits"),
 }
 

@@ -1,0 +1,80 @@
+"""Atomic file writes: a crash never leaves a truncated file that looks complete.
+
+Data goes to a temporary file in the destination folder, is flushed and
+fsynced, then renamed over the target (``os.replace`` is atomic on POSIX).
+Disk-full and permission errors become :class:`OutputError` naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+
+_fdopen = os.fdopen  # the one place files are opened (tests inject disk-full errors here)
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], *, mode: str = "wb", fsync: bool = True) -> Path:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, then rename it into place.
+
+    ``fsync=False`` skips the flush to stable storage: the rename still makes
+    a crash of this process leave either the old or the new file, which is
+    enough for large, re-creatable files (``.bin`` dumps).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _output_error(path, exc) from exc
+    try:
+        with _fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise _output_error(path, exc) from exc
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview | Iterable[bytes | memoryview], *,
+                       fsync: bool = True) -> Path:
+    """Write one buffer, or an iterable of buffers, atomically."""
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+    def write(fh) -> None:
+        for chunk in chunks:
+            fh.write(chunk)
+
+    return atomic_write(path, write, fsync=fsync)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    """An OutputError that keeps the errno (ENOSPC, EACCES ...) and names the path."""
+    return OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}", str(path))
+
+
+def _unlink_quietly(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass

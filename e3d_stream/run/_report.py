@@ -1,0 +1,154 @@
+"""The outcome of a run: accuracy, failure ledger, timings; result files and summary."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .._fsutil import atomic_write_json
+from ..ledger import Failure
+from ..scoring._metrics import clip_accuracy, video_accuracy, write_val_json
+
+RESULT_NAME = "result.json"
+VAL_NAME = "val.json"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`e3d_stream.evaluate` returns.
+
+    ``top1``/``top5`` are over every video of the evaluated subset (a video
+    without a score is a miss); ``failures`` lists every excluded video and
+    every warning; ``results`` maps video_id -> accumulator result.
+    """
+
+    top1: float
+    top5: float
+    hits: dict
+    n_videos: int
+    n_scored: int
+    n_clips: int
+    clip_top1: float | None
+    failures: tuple[Failure, ...]
+    results: Mapping[str, Any] = field(repr=False)
+    labels: tuple[str, ...] = field(repr=False)
+    timings: dict = field(default_factory=dict)
+    throughput: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict, repr=False)
+    session: dict = field(default_factory=dict, repr=False)
+    versions: dict = field(default_factory=dict, repr=False)
+    dropped_clips: int = 0
+
+    @property
+    def excluded(self) -> list[str]:
+        """Videos that got no score (fatal ledger entries)."""
+        return [f.video_id for f in self.failures if f.fatal]
+
+    def to_dict(self) -> dict:
+        return {
+            "top1": self.top1,
+            "top5": self.top5,
+            "hits": self.hits,
+            "counts": {
+                "videos": self.n_videos,
+                "scored": self.n_scored,
+                "excluded": len(self.excluded),
+                "warnings": sum(1 for f in self.failures if not f.fatal),
+                "clips": self.n_clips,
+                "dropped_clips": self.dropped_clips,
+                "peak_open_videos": self.throughput.get("peak_open_videos", 0),
+            },
+            "clip_top1": self.clip_top1,
+            "failures": [f.to_dict() for f in self.failures],
+            "timings_s": self.timings,
+            "throughput": self.throughput,
+            "config": self.config,
+            "session": self.session,
+            "versions": self.versions,
+        }
+
+    def summary(self) -> str:
+        """A one-screen human summary."""
+        t = self.throughput
+        lines = [
+            f"videos {self.n_videos}  scored {self.n_scored}  excluded {len(self.excluded)}  clips {self.n_clips}",
+            f"top-1 {self.top1:.5f} ({self.hits.get('1', 0)}/{self.n_videos})   "
+            f"top-5 {self.top5:.5f} ({self.hits.get('5', 0)}/{self.n_videos})"
+            + (f"   clip top-1 {self.clip_top1:.5f}" if self.clip_top1 is not None else ""),
+            f"end-to-end {t.get('end_to_end_clips_per_s', 0):.1f} clips/s   compute-only "
+            f"{t.get('compute_clips_per_s', 0):.1f} clips/s (1000*B/mean ms, B={t.get('batch_size')})   "
+            f"wall {self.timings.get('wall', 0):.1f} s",
+        ]
+        if self.failures:
+            lines.append(f"failure ledger ({len(self.failures)}):")
+            for f in self.failures[:20]:
+                kind = "excluded" if f.fatal else "warning"
+                detail = f.detail.splitlines()[0] if f.detail else ""
+                lines.append(f"  {kind:8s} {f.video_id}: {f.reason}  {detail[:90]}")
+            if len(self.failures) > 20:
+                lines.append(f"  ... {len(self.failures) - 20} more in result.json")
+        return "\n".join(lines)
+
+
+def versions() -> dict:
+    """Versions of what decides the numbers (for result.json)."""
+    out = {"e3d_stream": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+           "numpy": np.__version__}
+    for name in ("av", "PIL", "torch", "onnxruntime"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "?")
+    return out
+
+
+def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, runner, n_clips: int,
+                 dropped_clips: int, wall_s: float, peak_open_videos: int = 0) -> Report:
+    """Assemble a :class:`Report` from the pieces of a finished run."""
+    results = acc.finalize(incomplete="error" if acc.compat == "none" else "drop")
+    truth = {it.video_id: it.label_index for it in items}
+    k5 = min(5, acc.topk)  # top-5 over fewer than 5 classes counts the classes there are
+    accuracy = video_accuracy(results, truth, topk=(1, k5))
+    clips = clip_accuracy(results)
+    compute_ms = list(session.compute_ms)
+    batch = runner.batch_size
+    mean_ms = float(np.mean(compute_ms)) if compute_ms else 0.0
+    timings = {
+        "wall": wall_s,
+        "decode_worker_busy": pool_stats.decode_s,
+        "consumer_waited_on_empty_queue": pool_stats.consumer_wait_s,
+        "producers_waited_on_full_queue": pool_stats.producer_wait_s,
+        "device_busy": getattr(runner, "busy_s", 0.0),
+        "waited_for_staging_buffer": getattr(runner, "submit_wait_s", 0.0),
+    }
+    throughput = {
+        "end_to_end_clips_per_s": n_clips / wall_s if wall_s > 0 else 0.0,
+        "compute_clips_per_s": 1000.0 * batch / mean_ms if mean_ms > 0 else 0.0,
+        "mean_compute_ms": mean_ms,
+        "batch_size": batch,
+        "device_busy_fraction": timings["device_busy"] / wall_s if wall_s > 0 else 0.0,
+        "workers_replaced": pool_stats.workers_replaced,
+        "peak_queue_fill": pool_stats.peak_slots_used,
+        "peak_open_videos": peak_open_videos,
+    }
+    return Report(
+        top1=accuracy.accuracy(1), top5=accuracy.accuracy(k5),
+        hits={"1": accuracy.hits[1], "5": accuracy.hits[k5]},
+        n_videos=len(items), n_scored=len(results), n_clips=n_clips,
+        clip_top1=clips.top1 if clips.total else None,
+        failures=tuple(failures), results=results, labels=tuple(annotation.labels),
+        timings=timings, throughput=throughput, config=cfg.to_dict(), session=session.describe(),
+        versions=versions(), dropped_clips=dropped_clips)
+
+
+def write_outputs(report: Report, folder: str | Path) -> None:
+    """Write result.json and val.json (upstream predictions format, top-10) atomically."""
+    folder = Path(folder)
+    write_val_json(folder / VAL_NAME, report.results, report.labels)
+    atomic_write_json(folder / RESULT_NAME, report.to_dict())

@@ -1,0 +1,120 @@
+"""Scoring numerics of the reference (SPEC A.9): per-clip softmax, the per-video
+float32 mean bit-identical to upstream's ``torch.mean(torch.stack(clips), dim=0)``,
+and the top-k order. No torch needed (the ``torch`` softmax backend imports it
+only when chosen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def choose(table: Mapping, name, what: str):
+    """``table[name]``, or a ConfigError naming the bad value and the allowed set."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown {what} {name!r}; expected one of {sorted(table)}") from None
+
+
+# ── numerics ────────────────────────────────────────────────────────────────
+
+def _softmax_numpy(logits: np.ndarray) -> np.ndarray:
+    # ATen's CPU recipe (max-shift, exp, multiply by 1/sum) in float32; its
+    # vector exp and sum order differ, so this is within a few ulps of torch.
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp * (np.float32(1.0) / exp.sum(axis=1, keepdims=True, dtype=np.float32))
+
+
+def _softmax_torch(logits: np.ndarray) -> np.ndarray:
+    # Bit-identical to the reference on the same torch build and CPU
+    # capability; imported here so that ``import e3d_stream`` stays torch-free.
+    import torch
+
+    with torch.no_grad():
+        return torch.softmax(torch.from_numpy(np.ascontiguousarray(logits)), dim=1).numpy()
+
+
+#: softmax backend -> function, float32 (n, C) -> float32 (n, C)
+SOFTMAX_BACKENDS = {"numpy": _softmax_numpy, "torch": _softmax_torch}
+
+
+def softmax(logits: np.ndarray, *, backend: str = "numpy") -> np.ndarray:
+    """Row-wise softmax of float32 logits ``(n, C)``, like ``torch.softmax(x, dim=1)``."""
+    fn = choose(SOFTMAX_BACKENDS, backend, "softmax backend")
+    return np.asarray(fn(np.asarray(logits, dtype=np.float32)), dtype=np.float32)
+
+
+# ATen's float sum (aten/src/ATen/native/cpu/SumKernel.cpp) reduces the rows of
+# a contiguous (n, C) tensor in one of two orders, by column:
+#   columns [0, J), J = C // 32 * 32  ("vectorized outer sum": 4 vectors of 8)
+#       one cascade over all rows;
+#   columns [J, C)                     ("row sum" with ilp factor 4)
+#       four cascades over rows 4i, 4i+1, 4i+2, 4i+3 (i < n // 4), the rows
+#       after the last full group added to the first, then p0 + p1 + p2 + p3.
+# A cascade adds rows one by one into level 0; after each 16 rows level 0 moves
+# into level 1 (each 256 rows level 1 into 2, each 4096 level 2 into 3); the
+# sum is ((l0 + l1) + l2) + l3. CPU ``torch.mean`` is that sum / n in float32.
+# Checked bit for bit against torch 2.13 under AVX2 and AVX512 dispatch.
+_VECTOR_COLUMNS = 32
+_ILP = 4
+_LEVELS = 4
+
+
+def _cascade(rows: np.ndarray) -> np.ndarray:
+    size = rows.shape[0]
+    power = max(4, (int(size - 1).bit_length() if size > 1 else 0) // _LEVELS)
+    step = 1 << power
+    acc = np.zeros((_LEVELS,) + rows.shape[1:], dtype=np.float32)
+    i = 0
+    while i + step <= size:
+        for _ in range(step):
+            acc[0] += rows[i]
+            i += 1
+        for level in range(1, _LEVELS):
+            acc[level] += acc[level - 1]
+            acc[level - 1] = 0
+            if i & ((step - 1) << (level * power)):
+                break
+    while i < size:
+        acc[0] += rows[i]
+        i += 1
+    out = acc[0]
+    for level in range(1, _LEVELS):
+        out = out + acc[level]
+    return out
+
+
+def reference_mean(rows: np.ndarray) -> np.ndarray:
+    """``torch.mean(torch.stack(rows), dim=0)`` of float32 ``(n, C)``, bit for bit, without torch."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ConfigError(f"reference_mean needs a non-empty (n, C) array, got shape {rows.shape}")
+    n, n_cols = rows.shape
+    split = n_cols // _VECTOR_COLUMNS * _VECTOR_COLUMNS
+    total = np.empty(n_cols, dtype=np.float32)
+    if split:
+        total[:split] = _cascade(rows[:, :split])
+    if split < n_cols:
+        tail = rows[:, split:]
+        groups = n // _ILP
+        partial = (_cascade(tail[: groups * _ILP].reshape(groups, _ILP, -1)) if groups
+                   else np.zeros((_ILP, n_cols - split), dtype=np.float32))
+        for i in range(groups * _ILP, n):
+            partial[0] += tail[i]
+        for lane in range(1, _ILP):
+            partial[0] += partial[lane]
+        total[split:] = partial[0]
+    return total / np.float32(n)
+
+
+def topk_order(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores, largest first; exact ties keep the lower index first."""
+    return np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")[:k]
+
+
+# ── results and accuracy ───────────────────────────────────────────────────

@@ -1,0 +1,189 @@
+"""Double buffering: fill and upload batch k+1 while batch k computes.
+
+:class:`DoubleBuffer` drives a session from the pipeline's main thread: batch
+k+1 is filled and uploaded there while one device thread computes batch k::
+
+    main:    fill b0 | upload b0 | fill b1 | upload b1 | fill b0 (waits: b0 free?) ...
+    device:                      | execute b0          | execute b1 ...
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, E3DError, SessionError
+from ._base import Session, Staged
+
+
+class DoubleBuffer:
+    """Overlap filling/uploading batch k+1 (caller's thread) with computing batch k.
+
+    ``buffers`` host staging buffers are handed out round-robin by
+    :meth:`acquire`; one device thread runs :meth:`Session.execute`. A buffer
+    is handed out again only when it is free: for a backend whose compute reads
+    host memory (CPU), after its ``execute`` returned; for a device backend,
+    once its host-to-device copy completed. At most ``buffers`` batches are in
+    flight. The session stays owned by the caller (``close`` does not close it).
+
+    Every wait polls with a short timeout and checks the device thread, so a
+    dead or failed thread surfaces as :class:`SessionError`, never a hang;
+    ``timeout_s`` bounds any single wait. Stats: ``busy_s`` (time inside
+    execute), ``submit_wait_s`` (time the caller waited for a buffer or slot),
+    ``n_batches``.
+    """
+
+    POLL_S = 0.05          # wait granularity when a completion will notify us
+    COPY_POLL_S = 0.0005   # when only polling ``copy_done`` can tell
+
+    def __init__(self, session: Session, batch_size: int, *, buffers: int = 2,
+                 timeout_s: float | None = None):
+        if int(buffers) < 1:
+            raise ConfigError(f"buffers must be >= 1, got {buffers}")
+        self.session = session
+        self.batch_size = int(batch_size)
+        self.timeout_s = timeout_s
+        self._buffers = [session.allocate_host(self.batch_size) for _ in range(int(buffers))]
+        self._staged: list[Staged | None] = [None] * len(self._buffers)
+        self._executed = [threading.Event() for _ in self._buffers]
+        self._next = 0
+        self._acquired: int | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._cond = threading.Condition()
+        self._results: list[tuple[Any, np.ndarray]] = []
+        self._submitted = self._completed = 0
+        self._error: tuple[Any, BaseException] | None = None
+        self._stop = threading.Event()
+        self._closed = False
+        self.busy_s = self.submit_wait_s = 0.0
+        self.n_batches = 0
+        self._thread = threading.Thread(target=self._device_loop, name="e3d-device", daemon=True)
+        self._thread.start()
+
+    # -- caller's side -------------------------------------------------------------
+    def acquire(self) -> np.ndarray:
+        """Return the next free staging buffer ``(batch_size, 3, 16, 112, 112)`` float32."""
+        if self._acquired is not None:
+            raise SessionError("acquire() called twice without submit()")
+        i = self._next
+        self._wait(lambda: self._buffer_free(i), "a free staging buffer")
+        self._acquired, self._next = i, (i + 1) % len(self._buffers)
+        return self._buffers[i]
+
+    def submit(self, buf: np.ndarray, n_valid: int, tag: Any) -> list[tuple[Any, np.ndarray]]:
+        """Upload ``buf`` here, queue its compute, return the results finished so far (no blocking)."""
+        i = self._acquired
+        if i is None or buf is not self._buffers[i]:
+            raise SessionError("submit() takes the buffer returned by the last acquire()")
+        if not 0 <= n_valid <= self.batch_size:
+            raise ConfigError(f"n_valid must be in 0..{self.batch_size}, got {n_valid}")
+        self._wait(lambda: self._submitted - self._completed < len(self._buffers), "a free device slot")
+        # a dynamic-batch model computes only the real rows of a short (last) batch;
+        # a static-batch model (an .om) needs the whole padded buffer
+        rows = buf if self.session.fixed_batch is not None or n_valid in (0, self.batch_size) else buf[:n_valid]
+        try:
+            staged = self.session.upload(rows)
+        except E3DError:
+            raise
+        except Exception as exc:
+            raise SessionError(f"{self.session.backend}: upload of batch {tag!r} failed: {exc}") from exc
+        self._executed[i].clear()
+        self._staged[i], self._acquired = staged, None
+        self._submitted += 1
+        self._queue.put((i, staged, n_valid, tag))
+        return self._drain()
+
+    def finish(self) -> list[tuple[Any, np.ndarray]]:
+        """Wait for every submitted batch; return the results not returned yet."""
+        self._wait(lambda: self._completed >= self._submitted, "the last batches")
+        return self._drain()
+
+    def close(self) -> None:
+        """Stop and join the device thread (bounded wait). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._queue.put(None)
+        deadline = time.monotonic() + (self.timeout_s or 30.0)
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(self.POLL_S)
+
+    def __enter__(self) -> DoubleBuffer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------
+    def _buffer_free(self, i: int) -> bool:
+        staged = self._staged[i]
+        if staged is None or self._executed[i].is_set():
+            return True
+        if not np.may_share_memory(staged.host, self._buffers[i]):
+            return True  # upload copied (e.g. padding): the buffer was never handed on
+        if staged.reads_host:
+            return False
+        return staged.copy_done is None or bool(staged.copy_done())
+
+    def _wait(self, ready: Callable[[], bool], what: str) -> None:
+        if self._closed:
+            raise SessionError("DoubleBuffer is closed")
+        t0 = time.monotonic()
+        with self._cond:
+            while not ready():
+                self._raise_if_failed()
+                if not self._thread.is_alive():
+                    raise SessionError(f"device thread stopped while waiting for {what}")
+                waited = time.monotonic() - t0
+                if self.timeout_s is not None and waited > self.timeout_s:
+                    raise SessionError(f"timed out after {self.timeout_s:g} s waiting for {what}")
+                self._cond.wait(self.COPY_POLL_S if self._copy_polling() else self.POLL_S)
+        self.submit_wait_s += time.monotonic() - t0
+        self._raise_if_failed()
+
+    def _copy_polling(self) -> bool:
+        return any(s is not None and not s.reads_host and s.copy_done is not None for s in self._staged)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            tag, exc = self._error
+            if isinstance(exc, SessionError):
+                raise exc
+            raise SessionError(f"{self.session.backend}: inference of batch {tag!r} failed: {exc}") from exc
+
+    def _drain(self) -> list[tuple[Any, np.ndarray]]:
+        with self._cond:
+            out, self._results = self._results, []
+        return out
+
+    def _device_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=self.POLL_S)
+            except queue.Empty:
+                continue
+            if item is None:
+                break
+            i, staged, n_valid, tag = item
+            t0 = time.perf_counter()
+            try:
+                logits = self.session.execute(staged, n_valid)
+            except BaseException as exc:  # handed to the caller's thread
+                with self._cond:
+                    self._error = (tag, exc)
+                    self._executed[i].set()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self.busy_s += time.perf_counter() - t0
+                self.n_batches += 1
+                self._completed += 1
+                self._results.append((tag, logits))
+                self._executed[i].set()
+                self._cond.notify_all()

@@ -1,0 +1,162 @@
+"""A video's model-ready uint8 clips: what a decode worker runs per video.
+
+``iter_video_clips(path)`` is also the public way to get the reference's clips
+without a model::
+
+    stream = iter_video_clips("v_YoYo_g07_c04.avi")
+    for clip in stream:            # uint8 (3, 16, 112, 112), RGB, (C, T, H, W)
+        ...
+    stream.n_frames, stream.n_clips, stream.warning
+
+Data flow per video (one direction, nothing written to disk)::
+
+    frame source ─► preprocess each frame as it arrives ─► clip policy window ─► stack
+    (SOURCES)        (transforms.RESIZERS)                 (sampling.POLICIES)   (3,16,112,112)
+
+At most one window of preprocessed frames (16 x 112 x 112 x 3 bytes for the
+seed policy) is held; a frame the ffmpeg CLI writes twice is preprocessed once.
+Float32 mean subtraction happens later, where batches are assembled.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import ledger
+from ..errors import ConfigError, DecodeError
+from ._dataset import VideoItem
+from ._decode import DecodeLimits, VideoFrames, iter_rawframes
+from ._sampling import get_policy, iter_windows
+from ._transforms import check_resize, preprocess_frame, stack_clip
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """A way to obtain a video's RGB frames."""
+
+    name: str
+    description: str
+    exact: str  # what the frames equal
+    open: Callable[[ClipStream], Iterator[Any]]
+    layout: str = "video"  # what dataset.list_videos looks for: video files or rawframe folders
+
+
+def _direct(stream: ClipStream) -> Iterator[np.ndarray]:
+    frames = VideoFrames(stream.path, threads=stream.threads, limits=stream.limits, video_id=stream.video_id)
+    stream._meta = frames
+    return iter(frames)
+
+
+def _rawframes(stream: ClipStream) -> Iterator[Any]:
+    return iter_rawframes(stream.path, as_array=False)  # PIL images straight into the PIL resize
+
+
+def _jpeg_compat(stream: ClipStream) -> Iterator[np.ndarray]:
+    from ._jpegcompat import iter_jpeg_compat  # imported on demand: only this source needs it
+
+    frames = VideoFrames(stream.path, threads=stream.threads, limits=stream.limits, output="frame",
+                         video_id=stream.video_id)
+    stream._meta = frames
+    decoded = iter(frames)
+    first = next(decoded, None)  # opens the file, so the output frame rate is known
+    if first is None:
+        return iter(())
+    # the CLI's mjpeg encoder time base is the inverse of the output frame rate
+    return iter_jpeg_compat(itertools.chain([first], decoded), time_base=Fraction(1) / frames.frame_rate)
+
+
+#: name -> frame source; feeds ``--source`` choices.
+SOURCES: dict[str, FrameSource] = {
+    "direct": FrameSource("direct", "decode the video with PyAV; no image files",
+                          "the CLI's PNG frames with a bit-exact decoder (clips hash to png_bitexact)", _direct),
+    "rawframes": FrameSource("rawframes", "read an existing image_%05d.jpg folder (PIL, .convert('RGB'))",
+                             "the reference's inputs exactly", _rawframes, layout="rawframes"),
+    "jpeg-compat": FrameSource("jpeg-compat", "decode, then round-trip each frame through an in-memory "
+                               "JPEG made like the ffmpeg CLI's .jpg output",
+                               "the reference's JPEG frames, approximately (see jpegcompat)", _jpeg_compat),
+}
+
+
+class ClipStream:
+    """Iterable of one video's clips; after iteration: ``n_frames``, ``n_clips``, ``warning``.
+
+    Iterate once. Fatal problems raise :class:`~e3d_stream.errors.DecodeError`
+    (``reason`` is a ledger code); clips yielded before a fatal error must be discarded.
+    """
+
+    def __init__(self, target: str | Path | VideoItem, *, source: str = "direct", policy: str = "seed",
+                 resize: str = "exact", threads: int = 1, limits: DecodeLimits = DecodeLimits()) -> None:
+        if source not in SOURCES:
+            raise ConfigError(f"unknown source {source!r}; choose one of {sorted(SOURCES)}")
+        check_resize(resize)
+        self.policy = get_policy(policy).name
+        if isinstance(target, VideoItem):
+            self.video_id, path = target.video_id, target.path
+        else:
+            path = None if target is None else str(target)
+            self.video_id = Path(path).stem if path else "?"
+        self.path = path
+        self.source, self.resize, self.threads, self.limits = source, resize, threads, limits
+        self.n_frames: int | None = None
+        self.n_clips = 0
+        self.warning: ledger.Failure | None = None
+        self._meta: VideoFrames | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.path is None:
+            raise DecodeError(f"{self.video_id}: no file found", reason=ledger.MISSING)
+        counter = _Counter()
+        frames = SOURCES[self.source].open(self)
+        pre = self._preprocessed(counter.count(frames))
+        for window in iter_windows(pre, policy=self.policy):
+            self.n_clips += 1
+            yield stack_clip(window)
+        self.n_frames = counter.n
+        if self._meta is not None:
+            self.warning = self._meta.warning
+        if self.n_frames == 0:
+            raise DecodeError(f"{self.path}: no frames", reason=ledger.ZERO_FRAMES, n_frames=0)
+
+    def _preprocessed(self, frames: Iterator[Any]) -> Iterator[np.ndarray]:
+        last_in = last_out = None
+        for frame in frames:
+            if frame is not last_in:  # the CLI's duplicated frames are the same object: reuse
+                last_in, last_out = frame, preprocess_frame(frame, resize=self.resize)
+            yield last_out
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def count(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            self.n += 1
+            yield item
+
+
+def iter_video_clips(path_or_item: str | Path | VideoItem, *, source: str = "direct", policy: str = "seed",
+                     resize: str = "exact", threads: int = 1, limits: DecodeLimits = DecodeLimits()) -> ClipStream:
+    """The clips of one video (or rawframe folder) in plan order, as a :class:`ClipStream`.
+
+    Args:
+        path_or_item: a video file, a rawframe folder (``source="rawframes"``) or a
+            :class:`~e3d_stream.video._dataset.VideoItem`.
+        source: a key of :data:`SOURCES`.
+        policy: a key of :data:`e3d_stream.video._sampling.POLICIES`.
+        resize: a key of :data:`e3d_stream.video._transforms.RESIZERS` (``"fast"`` is not bit-exact).
+        threads: FFmpeg decoder threads per video.
+        limits: decode size limits.
+
+    Raises:
+        ConfigError: an unknown ``source``, ``policy`` or ``resize`` (at call time).
+        DecodeError: during iteration, for a video that cannot be used.
+    """
+    return ClipStream(path_or_item, source=source, policy=policy, resize=resize, threads=threads, limits=limits)

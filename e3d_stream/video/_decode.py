@@ -1,0 +1,316 @@
+"""Frame sources: PyAV decoding identical to the reference's frame extraction, and rawframe folders.
+
+:class:`VideoFrames` yields, bit for bit, the frames that
+``ffmpeg -flags +bitexact -i V -vf scale=-1:240 image_%05d.png`` writes:
+
+* rgb24, height 240: frames already 240 high are converted with
+  ``frame.to_ndarray(format="rgb24")``; others go through the libavfilter graph
+  ``buffer -> scale=w=-1:h=240 -> format=rgb24 -> buffersink`` (default swscale
+  flags), the same filters the CLI builds for ``-vf scale=-1:240`` + PNG output;
+* the CLI's constant-frame-rate output (:mod:`e3d_stream.video._vsync`): a frame past a
+  timestamp gap is written again (AVI "drop" chunks), one far too early is dropped.
+
+The frame count is what decoding gives, never a container header. Everything
+runs inside the calling process (a decode worker): the container is opened on
+first iteration and always closed, also when the consumer stops early.
+
+Fatal problems raise :class:`~e3d_stream.errors.DecodeError` with a ledger
+reason. A decode or read error after some frames is not fatal: like the ffmpeg
+CLI, decoding goes on with what is readable and the frames obtained are used;
+``warning`` then holds a ``truncated`` ledger record (``fatal=False``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from .. import ledger
+from ..constants import FRAME_HEIGHT
+from ..errors import ConfigError, DecodeError
+from ._vsync import BestEffortTimestamp, CfrSync
+
+#: What :class:`VideoFrames` yields: RGB arrays, or the decoded ``av.VideoFrame``
+#: objects (before RGB conversion and scaling; used by the jpeg-compat source).
+OUTPUTS = ("rgb24", "frame")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Refuse inputs beyond these sizes (reason ``too_large``) instead of exhausting memory/time."""
+
+    max_pixels: int = 8192 * 8192
+    max_frames: int = 500_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_pixels", "max_frames"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"DecodeLimits.{name} must be a positive int, got {value!r}")
+
+
+def _check_file(path: str) -> None:
+    """Classify problems visible before FFmpeg sees the file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise DecodeError(f"{path}: no such file", reason=ledger.MISSING) from exc
+    except OSError as exc:
+        raise DecodeError(f"{path}: {exc}", reason=ledger.UNREADABLE) from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise DecodeError(f"{path}: is a directory, not a video file", reason=ledger.UNREADABLE)
+    if info.st_size == 0:
+        raise DecodeError(f"{path}: zero-byte file", reason=ledger.EMPTY)
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise DecodeError(f"{path}: {exc}", reason=ledger.UNREADABLE) from exc
+
+
+def _open_container(path: str) -> av.container.InputContainer:
+    try:
+        return av.open(path, mode="r", metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise DecodeError(f"{path}: not a media file FFmpeg can read ({exc})", reason=ledger.NOT_A_VIDEO) from exc
+    except OSError as exc:  # PyAV's errno errors also derive from OSError
+        raise DecodeError(f"{path}: {exc}", reason=ledger.UNREADABLE) from exc
+    except av.error.FFmpegError as exc:
+        raise DecodeError(f"{path}: {exc}", reason=ledger.NOT_A_VIDEO) from exc
+
+
+class _Rgb240:
+    """Decoded frame -> rgb24 at height 240, as the CLI's ``scale=-1:240`` graph does."""
+
+    def __init__(self, height: int) -> None:
+        self._height = height
+        self._graph = None
+        self._key = None
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if frame.height == self._height:
+            # scale=-1:h with h == input height is a pass-through in libswscale's
+            # graph; the plain rgb24 conversion gives the same bytes, cheaper.
+            return frame.to_ndarray(format="rgb24")
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self._key:  # (re)build on the first frame and on any size change, as the CLI does
+            self._graph, self._key = self._build(frame), key
+        self._graph.push(frame)
+        return self._graph.pull().to_ndarray(format="rgb24")
+
+    def _build(self, frame: av.VideoFrame) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                               time_base=frame.time_base or Fraction(1, 25))
+        scale = graph.add("scale", f"w=-1:h={self._height}")
+        fmt = graph.add("format", "rgb24")
+        sink = graph.add("buffersink")
+        graph.link_nodes(src, scale, fmt, sink).configure()
+        return graph
+
+
+class VideoFrames:
+    """Iterate a video's frames exactly as the reference's ffmpeg extraction writes them.
+
+    Iteration opens the file, yields frames (``output="rgb24"``: (240, W, 3)
+    uint8 arrays; ``"frame"``: the decoded ``av.VideoFrame``), and closes it.
+    A duplicated frame is the same object yielded again: do not modify yielded
+    frames. After iteration: ``n_frames`` (frames yielded), ``n_decoded``,
+    ``n_duplicated``, ``n_dropped``, ``frame_rate`` and ``warning``.
+
+    Args:
+        path: the video file.
+        threads: FFmpeg decoder threads (1 = no decoder threading; a worker
+            process per core is the intended parallelism).
+        thread_type: FFmpeg threading kind when ``threads > 1``
+            (``"SLICE"``, ``"FRAME"`` or ``"AUTO"``; all decode bit-exactly).
+        limits: size limits (reason ``too_large`` beyond them).
+        height: output height (240 as the reference's ``scale=-1:240``).
+        output: one of :data:`OUTPUTS`.
+        video_id: id used in the ledger record (default: the file's stem).
+    """
+
+    def __init__(self, path: str | Path, *, threads: int = 1, thread_type: str = "AUTO",
+                 limits: DecodeLimits = DecodeLimits(), height: int = FRAME_HEIGHT, output: str = "rgb24",
+                 video_id: str | None = None) -> None:
+        if not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"threads must be an int >= 0 (0 = FFmpeg's choice), got {threads!r}")
+        if thread_type not in ("SLICE", "FRAME", "AUTO"):
+            raise ConfigError(f"thread_type must be one of ('SLICE', 'FRAME', 'AUTO'), got {thread_type!r}")
+        if output not in OUTPUTS:
+            raise ConfigError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.path = str(path)
+        self.video_id = video_id or Path(self.path).stem
+        self.threads, self.thread_type, self.limits = threads, thread_type, limits
+        self.height, self.output = height, output
+        self.n_frames: int | None = None
+        self.n_decoded = self.n_duplicated = self.n_dropped = 0
+        self.frame_rate: Fraction | None = None
+        self.warning: ledger.Failure | None = None
+
+    def __iter__(self) -> Iterator:
+        av.logging.set_level(None)  # FFmpeg's own logging off: problems surface as DecodeError/warning
+        _check_file(self.path)
+        container = _open_container(self.path)
+        try:
+            yield from self._frames(container)
+        finally:
+            container.close()
+
+    def _frames(self, container: av.container.InputContainer) -> Iterator:
+        if not container.streams.video:
+            raise DecodeError(f"{self.path}: no video stream", reason=ledger.NO_VIDEO_STREAM)
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        self._check_pixels(cc.width, cc.height)
+        cc.thread_count = self.threads
+        if self.threads != 1:
+            cc.thread_type = self.thread_type
+        cc.flags |= av.codec.context.Flags.bitexact  # the reference target is the CLI's +bitexact decode
+        sync = CfrSync(time_base=stream.time_base, frame_rate=stream.guessed_rate,
+                       start_time=container.start_time, vscfr=len(container.streams) == 1,
+                       fallback_rate=stream.base_rate)
+        self.frame_rate = sync.output_rate
+        convert = _Rgb240(self.height) if self.output == "rgb24" else (lambda f: f)
+        best_effort = BestEffortTimestamp()
+        errors: list[str] = []
+        span = _PacketSpan()
+        prev = prev_out = None  # last decoded frame and its converted form (None = not converted)
+        count = 0
+        for frame in self._decoded(container, stream, errors, span):
+            self._check_pixels(frame.width, frame.height)
+            self.n_decoded += 1
+            decision = sync.push(best_effort(frame.pts, frame.dts))
+            if decision.previous:
+                prev_out = prev_out if prev_out is not None else convert(prev)
+            for _ in range(decision.previous):
+                yield prev_out
+            out = convert(frame) if decision.current else None
+            for _ in range(decision.current):
+                yield out
+            count += decision.previous + decision.current
+            if count > self.limits.max_frames:
+                raise DecodeError(f"{self.path}: more than {self.limits.max_frames} frames",
+                                  reason=ledger.TOO_LARGE, n_frames=count)
+            if decision.becomes_previous:
+                prev, prev_out = frame, out
+        tail = sync.flush()
+        if tail:
+            prev_out = prev_out if prev_out is not None else convert(prev)
+            for _ in range(tail):
+                yield prev_out
+            count += tail
+        self.n_frames = count
+        self.n_duplicated, self.n_dropped = sync.duplicated, sync.dropped
+        if count == 0:
+            detail = f"; errors: {errors[0]}" if errors else ""
+            raise DecodeError(f"{self.path}: no frame decodes{detail}", reason=ledger.ZERO_FRAMES, n_frames=0)
+        declared = stream.frames
+        seen = span.frames(stream.time_base, sync.output_rate)
+        if not errors and declared and seen is not None and seen < declared:
+            errors.append(f"stream ends after {seen} of the {declared} frames its header declares")
+        if errors:
+            self.warning = ledger.Failure(self.video_id, ledger.TRUNCATED,
+                                          f"decodable prefix used ({count} frames): {errors[0]}",
+                                          fatal=False, n_frames=count)
+
+    def _decoded(self, container, stream, errors: list[str], span: _PacketSpan) -> Iterator[av.VideoFrame]:
+        """Decoded frames in presentation order; read/decode errors are collected, not raised."""
+        cc = stream.codec_context
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except (av.error.FFmpegError, OSError) as exc:  # unreadable tail: the CLI treats it as EOF
+                errors.append(f"read error: {exc}")
+                break
+            span.add(packet)
+            if packet.size == 0:  # AVI drop chunk / PyAV's end marker: carries no picture
+                continue
+            try:
+                frames = cc.decode(packet)
+            except av.error.FFmpegError as exc:  # corrupt packet: skip it, as the CLI does
+                errors.append(f"decode error: {exc}")
+                continue
+            yield from frames
+        try:
+            yield from cc.decode(None)
+        except av.error.FFmpegError as exc:
+            errors.append(f"decode error at flush: {exc}")
+
+    def _check_pixels(self, width: int, height: int) -> None:
+        if width * height > self.limits.max_pixels:
+            raise DecodeError(f"{self.path}: {width}x{height} exceeds {self.limits.max_pixels} pixels",
+                              reason=ledger.TOO_LARGE)
+
+
+class _PacketSpan:
+    """First and last packet timestamps seen, to notice a file that ends early."""
+
+    def __init__(self) -> None:
+        self.first = self.last = None
+
+    def add(self, packet: av.Packet) -> None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None:
+            return
+        self.first = ts if self.first is None else min(self.first, ts)
+        self.last = ts if self.last is None else max(self.last, ts)
+
+    def frames(self, time_base: Fraction, rate: Fraction) -> int | None:
+        if self.first is None or not time_base:
+            return None
+        return round((self.last - self.first) * time_base * rate) + 1
+
+
+def rawframe_count(folder: str | Path) -> int:
+    """Frames of a rawframe folder as the reference counts them.
+
+    The ``n_frames`` file written by upstream ``n_frames_ucf101_hmdb51.py`` when
+    present, else the highest ``image_%05d.jpg`` number (what that script computes).
+    """
+    folder = Path(folder)
+    try:
+        return int((folder / "n_frames").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    numbers = [int(n[6:11]) for n in os.listdir(folder)
+               if n.startswith("image_") and n.endswith(".jpg") and n[6:11].isdigit()]
+    return max(numbers, default=0)
+
+
+def iter_rawframes(folder: str | Path, *, as_array: bool = True) -> Iterator:
+    """Frames ``image_00001.jpg ..`` of a reference rawframe folder, read as the reference does.
+
+    Each file is decoded by PIL and ``.convert("RGB")`` is applied (upstream
+    ``pil_loader``). Yields (H, W, 3) uint8 arrays, or RGB ``PIL.Image`` objects
+    with ``as_array=False`` (cheaper when the next step is a PIL resize).
+    Reading stops at the first missing file, as upstream's loader does.
+
+    Raises:
+        DecodeError: ``missing`` when the folder does not exist, ``unreadable``
+            when a file cannot be read or decoded.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DecodeError(f"{folder}: no such rawframe folder", reason=ledger.MISSING)
+    for i in range(1, rawframe_count(folder) + 1):
+        path = folder / f"image_{i:05d}.jpg"
+        if not path.exists():
+            return
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+        except OSError as exc:
+            raise DecodeError(f"{path}: {exc}", reason=ledger.UNREADABLE) from exc
+        yield np.asarray(rgb) if as_array else rgb

@@ -1,0 +1,133 @@
+"""Clip plans: which frames of a video make up each clip.
+
+The reference plan (SPEC A.3, policy ``"seed"``), with 1-based frame numbers
+and ``duration`` = 16: one clip per ``start in range(1, n_frames, 16)``, made
+of the frames ``start .. min(n_frames, start + 15)``; a window shorter than 16
+is filled by cycling its own frames. Worked example, ``n_frames = 40``::
+
+    frame:   1 ........ 16 | 17 ....... 32 | 33 ... 40
+    clip 0:  1 2 3 ... 16                               (full window)
+    clip 1:                  17 18 ... 32               (full window)
+    clip 2:                                  33 .. 40   (8 frames)
+             -> 33 34 35 36 37 38 39 40 33 34 35 36 37 38 39 40  (cycled to 16)
+
+Starts are 1, 17, 33 (``range(1, 40, 16)``). With ``n_frames = 33`` the starts
+are 1 and 17 only (33 is not < 33): frame 33 is never used, i.e. whenever
+``n_frames % 16 == 1`` the last frame is dropped, and ``n_frames == 1`` gives
+no clip at all. Clips per video = ``ceil((n_frames - 1) / 16)``.
+
+Each policy has a planning form (``plan``: frame numbers from a frame count)
+and a streaming form (``windows``: consumes frames one by one and yields each
+clip's frames as soon as it is complete, holding no more than the policy
+needs). Both must agree for every frame count; the tests check that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..constants import SAMPLE_DURATION
+from ..errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _cycle_fill(window: list[T], duration: int) -> list[T]:
+    """Repeat ``window`` cyclically up to ``duration`` items (upstream LoopPadding)."""
+    out = list(window)
+    i = 0
+    while len(out) < duration:
+        out.append(window[i % len(window)])
+        i += 1
+    return out
+
+
+def _seed_plan(n_frames: int, duration: int) -> list[tuple[int, ...]]:
+    plan = []
+    for start in range(1, n_frames, duration):
+        window = list(range(start, min(n_frames, start + duration - 1) + 1))
+        plan.append(tuple(_cycle_fill(window, duration)))
+    return plan
+
+
+def _seed_windows(frames: Iterable[T], duration: int) -> Iterator[list[T]]:
+    # ``buf`` holds the frames of the current window: frame numbers
+    # start .. start+len(buf)-1 where start = 1 + duration * (clips so far).
+    # A full buffer is a full window: it exists because start < start+duration-1
+    # <= n_frames. A partial buffer at the end (m frames) covers start .. n_frames
+    # with n_frames = start + m - 1; the window exists iff start < n_frames, i.e.
+    # m >= 2 -- a lone trailing frame (n_frames % duration == 1) is unused.
+    buf: list[T] = []
+    for frame in frames:
+        buf.append(frame)
+        if len(buf) == duration:
+            yield buf
+            buf = []
+    if len(buf) >= 2:
+        yield _cycle_fill(buf, duration)
+
+
+@dataclass(frozen=True)
+class ClipPolicy:
+    """A clip plan: ``plan(n_frames, duration)`` and its streaming twin ``windows(frames, duration)``."""
+
+    name: str
+    description: str
+    plan: Callable[[int, int], list[tuple[int, ...]]]
+    windows: Callable[[Iterable, int], Iterator[list]]
+    #: frames the streaming form holds at most (in units of ``duration``)
+    held_windows: int = 1
+
+
+#: name -> policy; feeds ``--policy`` choices.
+POLICIES: dict[str, ClipPolicy] = {
+    "seed": ClipPolicy(
+        "seed",
+        "reference: non-overlapping windows from frame 1, short tail window cycled (SPEC A.3)",
+        _seed_plan,
+        _seed_windows,
+    ),
+}
+
+
+def get_policy(name: str) -> ClipPolicy:
+    """The policy called ``name``; ConfigError naming the choices otherwise."""
+    try:
+        return POLICIES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown clip policy {name!r}; choose one of {sorted(POLICIES)}") from None
+
+
+def _check_duration(duration: int) -> None:
+    if not isinstance(duration, int) or duration < 1:
+        raise ConfigError(f"duration must be a positive int, got {duration!r}")
+
+
+def plan_clips(n_frames: int, *, policy: str = "seed", duration: int = SAMPLE_DURATION) -> list[tuple[int, ...]]:
+    """1-based frame numbers of every clip of a video with ``n_frames`` decoded frames.
+
+    >>> plan_clips(20)[1]
+    (17, 18, 19, 20, 17, 18, 19, 20, 17, 18, 19, 20, 17, 18, 19, 20)
+    """
+    _check_duration(duration)
+    if n_frames < 0:
+        raise ConfigError(f"n_frames must be >= 0, got {n_frames}")
+    return get_policy(policy).plan(n_frames, duration)
+
+
+def n_clips(n_frames: int, *, policy: str = "seed", duration: int = SAMPLE_DURATION) -> int:
+    """How many clips :func:`plan_clips` gives for ``n_frames``."""
+    return len(plan_clips(n_frames, policy=policy, duration=duration))
+
+
+def iter_windows(frames: Iterable[T], *, policy: str = "seed", duration: int = SAMPLE_DURATION) -> Iterator[list[T]]:
+    """Stream the clips of ``frames``: each yield is one clip's ``duration`` items.
+
+    Yields exactly ``[[frames[i - 1] for i in clip] for clip in plan_clips(len(frames))]``
+    without knowing the frame count up front; the seed policy holds at most
+    ``duration`` frames. Repeated items (cyclic fill) are the same objects.
+    """
+    _check_duration(duration)
+    return get_policy(policy).windows(frames, duration)
