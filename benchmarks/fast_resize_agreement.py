@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         reports, wall = {}, {}
         for mode in ("exact", "fast"):
             t0 = time.perf_counter()
-            reports[mode] = evaluate(EvalConfig(
+            reports[mode] = evaluate(EvalConfig.create(
                 video_path=str(data.video_root), annotation_path=str(data.annotation_path),
                 model=str(assets / "demo_model.pth"), arch_options=arch, resize=mode, workers=args.workers,
                 threads=1, batch_size=8))

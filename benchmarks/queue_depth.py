@@ -190,8 +190,8 @@ def main(argv=None) -> int:
         args.rss_videos = (1, 2)
     seconds = (1.0, 1.5) if args.quick else (4.0, 7.0)
     data = ucf_like(args.workdir, args.videos, seed=args.seed, seconds=seconds)
-    base = EvalConfig(video_path=str(data.video_root), annotation_path=str(data.annotation_path), backend="simulated",
-                      start_method=args.start_method)
+    base = EvalConfig.create(video_path=str(data.video_root), annotation_path=str(data.annotation_path),
+                             backend="simulated", start_method=args.start_method)
     points, targets, capacity = [], [], {}
     reference = None
     for _ in range(args.warmup):  # first run pays imports and page-cache misses
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     if args.ort:
         model = bench_model(args.workdir, seed=args.seed, quick=args.quick)
         odata = ucf_like(args.workdir, args.ort_videos, seed=args.seed, seconds=seconds)
-        obase = EvalConfig(video_path=str(odata.video_root), annotation_path=str(odata.annotation_path),
+        obase = EvalConfig.create(video_path=str(odata.video_root), annotation_path=str(odata.annotation_path),
                            model=str(model), threads=args.ort_threads, start_method=args.start_method)
         pts, _ = grid(obase, args.ort_depths, args.ort_workers, args.ort_batches, args.repeats,
                       f"onnxruntime cpu {args.ort_threads} thread", None)

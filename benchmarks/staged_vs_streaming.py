@@ -126,7 +126,7 @@ def streaming(data, work: Path, source: str, *, backend, model, batch, threads, 
     scratch.mkdir(parents=True, exist_ok=True)
     argv = ["-m", "e3d_stream", "eval", "--video_path", str(data.video_root), "--annotation_path",
             str(data.annotation_path), "--source", source, "--batch_size", str(batch), "--workers", str(workers),
-            "--output", str(out), "--no_progress"]
+            "--output", str(out), "--overwrite", "--no_progress"]
     argv += ["--backend", "simulated"] if backend == "simulated" else ["--model", str(model), "--threads", str(threads)]
     before = tree_bytes(data.root)
     runs = []

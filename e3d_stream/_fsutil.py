@@ -7,6 +7,7 @@ Disk-full and permission errors become :class:`OutputError` naming the path.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import ConfigError, OutputError
 
 _fdopen = os.fdopen  # the one place files are opened (tests inject disk-full errors here)
 
@@ -78,3 +79,27 @@ def _unlink_quietly(tmp: str) -> None:
         os.unlink(tmp)
     except OSError:
         pass
+
+
+def check_input_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a readable directory, or a :class:`ConfigError` naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} does not exist: {p}")
+    if not p.is_dir():
+        raise ConfigError(f"{what} is not a directory: {p}")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise ConfigError(f"{what} is not readable: {p}")
+    return p
+
+
+def make_output_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents), or raise an :class:`OutputError` naming it."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot create output folder {p}: {exc.strerror or exc}", str(p)) from exc
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise OutputError(errno.EACCES, f"output folder is not writable: {p}", str(p))
+    return p

@@ -15,6 +15,7 @@ working for callers that do not know this package::
      +-- WorkerError(RuntimeError)        a decode worker failed (carries video id)
      +-- PipelineInterrupted(RuntimeError) SIGINT/SIGTERM stopped a run cleanly
      +-- OutputError(OSError)             writing results or bins failed (disk full)
+ +-- UsageError(RuntimeError)         an object used out of order (misuse, not bad input)
 
 Third-party exceptions are translated at one boundary with ``raise ... from exc``.
 """
@@ -83,7 +84,24 @@ class PipelineInterrupted(E3DError, RuntimeError):
 
 
 class OutputError(E3DError, OSError):
-    """Writing an output file failed (disk full, permissions)."""
+    """Writing an output file failed (disk full, permissions).
+
+    Built as ``OutputError(errno, message, path)``: ``errno`` and ``filename``
+    are kept for callers; ``str()`` is the message alone (it names the path).
+    """
+
+    def __str__(self) -> str:
+        if self.errno is not None and self.strerror:
+            return str(self.strerror)
+        return super().__str__()
+
+
+class UsageError(E3DError, RuntimeError):
+    """An object was used out of order: a clip after its video closed, a second pass over a one-pass stream.
+
+    A programming error of the caller, kept apart from :class:`ConfigError` (a bad
+    option) and :class:`DecodeError` (a bad input).
+    """
 
 
 __all__ = [
@@ -97,5 +115,6 @@ __all__ = [
     "PipelineInterrupted",
     "ResumeMismatchError",
     "SessionError",
+    "UsageError",
     "WorkerError",
 ]

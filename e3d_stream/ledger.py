@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .errors import ConfigError
+
 # Reason codes. Keep in sync with README's reliability section.
 MISSING = "missing"            # listed in the annotation, no file found
 EMPTY = "empty"                # zero-byte file
@@ -46,7 +48,7 @@ class Failure:
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
-            raise ValueError(f"unknown failure reason {self.reason!r}; expected one of {REASONS}")
+            raise ConfigError(f"unknown failure reason {self.reason!r}; expected one of {REASONS}")
 
     def to_dict(self) -> dict:
         return asdict(self)

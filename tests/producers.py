@@ -81,3 +81,19 @@ def faulty_clips(path, *, die_on=(), hang_on=(), marker_dir="/tmp", **options):
         time.sleep(3600)
     stream = iter_video_clips(path, **options)
     return _Faulty(stream, die=stem in die_on, marker=os.path.join(marker_dir, f"died_{stem}"))
+
+
+def signalling_clips(path, *, signal_on: str, signum: int, marker: str, **options):
+    """``iter_video_clips`` that, once (first run only), signals the evaluating process
+    as a worker starts the video ``signal_on``.
+
+    The run cannot finish before that video's clips are consumed, so the signal
+    always lands mid-run, whatever the machine's load: no sleeps, no timing luck.
+    """
+    from e3d_stream.video._clips import iter_video_clips
+
+    stem = os.path.splitext(os.path.basename(str(path)))[0]
+    if stem == signal_on and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getppid(), signum)   # the worker's parent is the process running evaluate()
+    return iter_video_clips(path, **options)

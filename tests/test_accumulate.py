@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from e3d_stream.errors import ConfigError
+from e3d_stream.errors import ConfigError, UsageError
 from e3d_stream.scoring._accumulator import TopKAccumulator
 from e3d_stream.scoring._metrics import clip_accuracy, ground_truth_from_annotation, read_val_json, video_accuracy
 
@@ -213,7 +213,7 @@ def test_finalize_policies_for_incomplete_videos():
         acc.expect("c", 1)
         return acc
 
-    with pytest.raises(ConfigError, match=r"a \(1/2\)"):
+    with pytest.raises(UsageError, match=r"a \(1/2\)"):
         fresh().finalize()
     scored = fresh().finalize(incomplete="score")
     assert list(scored) == ["a", "b"] and scored["a"].n_clips == 1 and scored["b"].top1 == 2
@@ -234,10 +234,13 @@ def test_invalid_input_is_rejected():
         acc.add(["a"], np.zeros((1, 4), np.float32))
     acc.expect("a", 1)
     acc.add(["a"], np.zeros((1, 3), np.float32))
-    with pytest.raises(ConfigError, match="already complete"):
+    with pytest.raises(UsageError, match="already complete"):
         acc.add(["a"], np.zeros((1, 3), np.float32))
-    with pytest.raises(ConfigError, match="repeated or outside"):
+    with pytest.raises(UsageError, match="clip index 0 repeated$"):
         acc.add(["b", "b"], np.zeros((2, 3), np.float32), clip_indices=[0, 0])
+    acc.expect("d", 2)
+    with pytest.raises(UsageError, match=r"clip index 2 repeated or outside 0\.\.1$"):
+        acc.add(["d"], np.zeros((1, 3), np.float32), clip_indices=[2])
     acc.finalize(incomplete="drop")
-    with pytest.raises(ConfigError, match="finalized"):
+    with pytest.raises(UsageError, match="finalized"):
         acc.add(["c"], np.zeros((1, 3), np.float32))

@@ -40,7 +40,7 @@ def fixture_eval(fixtures_dir, out: Path, model, **kw):
     cfg = dict(video_path=str(fixtures_dir / "videos"), annotation_path=str(fixtures_dir / "annotation.json"),
                model=str(model), output=str(out), threads=1, workers=2, queue_depth=4, batch_size=4)
     cfg.update(kw)
-    return evaluate(EvalConfig(**cfg))
+    return evaluate(EvalConfig.create(**cfg))
 
 
 def test_pth_direct_matches_png_bitexact(fixtures_dir, tmp_path):
@@ -141,7 +141,8 @@ def live_children() -> set[int]:
 def test_accumulator_and_queue_stay_bounded_and_nothing_outlives_a_run(tmp_path):
     ann = _synthetic_set(tmp_path, 12)
     children_before = live_children()
-    report = evaluate(EvalConfig(video_path=str(tmp_path / "videos"), annotation_path=str(ann), backend="simulated",
+    report = evaluate(EvalConfig.create(video_path=str(tmp_path / "videos"), annotation_path=str(ann),
+                                        backend="simulated",
                                  batch_size=2, workers=2, queue_depth=3,
                                  session_options={"ms_per_clip": 0.1}))
     assert report.n_scored == 12 and report.n_clips == 12 * 2
@@ -186,7 +187,7 @@ def test_eval_om_through_the_ais_bench_stand_in(tmp_path, monkeypatch):
 
     ann = _synthetic_set(tmp_path, 5)          # 10 clips: batches of 4, 4, 2 (+2 padding rows)
     params = write_model(tmp_path / "model_bs4.om", input_shape=(4, 3, 16, 112, 112), num_classes=2)
-    report = evaluate(EvalConfig(video_path=str(tmp_path / "videos"), annotation_path=str(ann),
+    report = evaluate(EvalConfig.create(video_path=str(tmp_path / "videos"), annotation_path=str(ann),
                                  model=str(tmp_path / "model_bs4.om"), workers=1, queue_depth=4))
     assert report.session["backend"] == "ais_bench" and report.session["device"].startswith("npu")
     assert report.throughput["batch_size"] == 4 and report.n_clips == 10 and report.n_scored == 5

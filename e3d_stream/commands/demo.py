@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             result = export_onnx(model, onnx_path, **arch)
             print(f"exported {onnx_path.name}: onnxruntime vs torch max abs diff {result.max_abs_diff:.2e}")
             model, arch = onnx_path, {}
-        cfg = EvalConfig(video_path=str(data.video_root), annotation_path=str(data.annotation_path),
+        cfg = EvalConfig.create(video_path=str(data.video_root), annotation_path=str(data.annotation_path),
                          model=str(model), backend=args.backend, batch_size=args.batch_size,
                          workers=args.workers, queue_depth=args.queue_depth, source=args.source,
                          output=args.output, arch_options=arch, threads=1,

@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .._fsutil import atomic_write_bytes
+from .._fsutil import atomic_write_bytes, make_output_dir
 from ..errors import ConfigError
 from ..scoring._accumulator import COMPAT_MODES, TopKAccumulator
 from ..scoring._metrics import clip_accuracy, ground_truth_from_annotation, video_accuracy, write_val_json
@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--num_classes {n_classes} does not fit the annotation's {len(labels)} labels")
     if args.acc_file is not None and args.acc_format == "seed" and not {1, 5} <= set(args.topk):
         raise ConfigError("--acc_format seed reports top1 and top5: --topk must include 1 and 5")
+    for path in (args.acc_file, args.val_json):  # fail before the (long) scoring, naming the path
+        if path is not None:
+            make_output_dir(Path(path).parent)
     info = read_info(args.info_path)
     acc = TopKAccumulator(n_classes, topk=min(KEEP_TOPK, n_classes), compat=args.compat, softmax=args.softmax,
                           ground_truth=truth)

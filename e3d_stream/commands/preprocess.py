@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..run._config import RESIZE_MODES, SOURCES, TAIL_MODES
+from ..run._config import DataOptions, DecodeOptions, OutputOptions, PoolOptions
+from ..run._config import add_arguments as add_options
 
 HELP = "write seed-layout k.bin + .info inputs (replaces Efficient-3DCNNs_preprocess.py)"
 DESCRIPTION = (
@@ -16,19 +17,15 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--video_path", required=True, help="video root (<label>/<id>.avi) or rawframes root")
-    parser.add_argument("--annotation_path", required=True, help="ucf101_01.json-style annotation")
+    # the seed script's flags; those shared with eval come from the same declarations
+    add_options(parser, DataOptions, ("video_path", "annotation_path", "subset", "source"),
+                source={"default": None, "help": "default: detect (rawframes folders, else videos decoded directly)"})
     parser.add_argument("--output_path", required=True, help="folder for k.bin")
     parser.add_argument("--info_path", required=True, help="the .info file to write")
     parser.add_argument("--inference_batch_size", type=int, default=1, help="clips per .bin (the om's batch)")
-    parser.add_argument("--source", choices=SOURCES, default=None,
-                        help="default: detect (rawframes folders, else videos decoded directly)")
-    parser.add_argument("--tail", choices=TAIL_MODES, default="pad",
-                        help="pad: pad the last bin with copies of its last clip; drop: the reference's behaviour")
-    parser.add_argument("--subset", default="validation")
-    parser.add_argument("--workers", type=int, default=2, help="decode worker processes")
-    parser.add_argument("--queue_depth", type=int, default=8)
-    parser.add_argument("--resize", choices=RESIZE_MODES, default="exact")
+    add_options(parser, OutputOptions, ("bins_tail",))
+    add_options(parser, PoolOptions, ("workers", "queue_depth"))
+    add_options(parser, DecodeOptions, ("resize",))
     parser.add_argument("--no_progress", action="store_true")
 
 
@@ -38,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..seed._dump import dump_bins
 
     report = dump_bins(args.video_path, args.annotation_path, args.output_path, args.info_path,
-                       batch_size=args.inference_batch_size, tail=args.tail, source=args.source,
+                       batch_size=args.inference_batch_size, tail=args.bins_tail, source=args.source,
                        subset=args.subset, workers=args.workers, queue_depth=args.queue_depth,
                        resize=args.resize, progress=not args.no_progress and sys.stderr.isatty())
     print(f"{report.n_videos} videos, {report.n_clips} clips in {report.n_bins} bins "

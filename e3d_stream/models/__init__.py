@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import BackendUnavailableError, ConfigError
 from .options import add_arch_arguments, arch_options  # noqa: F401 (re-exported for the commands)
 
 #: option -> default, for every option :func:`build_model` understands
@@ -159,7 +159,14 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    try:
+        imported = importlib.import_module(f".{module}", __name__)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "torch":
+            raise
+        raise BackendUnavailableError(f"{name} needs PyTorch, which is not installed: "
+                                      f"pip install 'e3d_stream[torch]'") from exc
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 

@@ -1,117 +1,361 @@
-"""Frozen, validated configuration of an evaluation run.
+"""The options of an evaluation run: each declared once, typed, documented and validated here.
 
-Every knob of :func:`e3d_stream.evaluate` lives here, checked on creation so a
-bad value fails before any process starts or any model loads.
+An :class:`EvalConfig` is five small frozen groups plus two advanced hooks::
+
+    EvalConfig
+     ├── data:    DataOptions     what to read (video root, annotation, subset, frame source)
+     ├── model:   ModelOptions    what to run (model file, backend, device, batch, threads)
+     ├── decode:  DecodeOptions   how a worker turns a video into clips (resize, policy, limits)
+     ├── pool:    PoolOptions     how many decode processes and ring slots
+     └── output:  OutputOptions   what is written and how the run is scored (folder, resume, bins, top-k)
+
+Each field is declared with :func:`option`: its default, its one-line help and,
+for choices, the registry that implements them (``--resize`` choices are the keys
+of ``RESIZERS``, never a second list). The command line is generated from these
+declarations (:func:`add_arguments`), so a flag's default, choices and help cannot
+drift from the library's. Every value is checked when its group is created, so a
+bad option fails before any process starts or any model loads.
+
+``EvalConfig.create(video_path=..., batch_size=4)`` takes the flat field names
+(each is unique across groups) and routes them; :meth:`EvalConfig.replace` does
+the same for changes.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from .._fsutil import check_input_dir, make_output_dir
 from ..errors import ConfigError
-from ..seed._binio import TAIL_POLICIES
-from ..video._clips import SOURCES as _FRAME_SOURCES
 
-SOURCES = tuple(_FRAME_SOURCES)
-RESIZE_MODES = ("exact", "fast")
-COMPAT_MODES = (None, "modelzoo")
-TAIL_MODES = tuple(TAIL_POLICIES)
-DEVICES = ("cpu", "cuda", "npu")
+Source = Literal["direct", "rawframes", "jpeg-compat"]
+Resize = Literal["exact", "fast"]
+Compat = Literal["modelzoo"]
+Tail = Literal["pad", "drop"]
+StartMethod = Literal["spawn", "forkserver", "fork"]
+Policy = Literal["seed"]
+
+_REQUIRED: Any = object()
 
 
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        shown = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(f"{name}={value!r} is not one of {shown}")
+def _sources() -> tuple[str, ...]:
+    from ..video._clips import SOURCES
+
+    return tuple(SOURCES)
+
+
+def _resizers() -> tuple[str, ...]:
+    from ..video._transforms import RESIZERS
+
+    return tuple(name for name in RESIZERS if name != "naive")  # "naive" is the benchmark's literal sequence
+
+
+def _policies() -> tuple[str, ...]:
+    from ..video._sampling import POLICIES
+
+    return tuple(POLICIES)
+
+
+def _tails() -> tuple[str, ...]:
+    from ..seed._binio import TAIL_POLICIES
+
+    return tuple(TAIL_POLICIES)
+
+
+def _start_methods() -> tuple[str, ...]:
+    from ..stream._pool import START_METHODS
+
+    return tuple(START_METHODS)
+
+
+def _backends() -> tuple[str, ...]:
+    from ..sessions import BACKENDS
+
+    return tuple(BACKENDS)
+
+
+def _compat_modes() -> tuple[str, ...]:
+    return get_args(Compat)
+
+
+def option(default: Any = _REQUIRED, help: str = "", *, choices: Callable[[], Iterable[str]] | None = None,
+           check: str | None = None, flag: str | None = None, cli: bool = True) -> Any:
+    """Declare one option: default, help text, and how it is checked and shown on the command line.
+
+    ``choices``: a function returning the allowed values (the registry that implements them).
+    ``check``: ``"positive"`` (an int >= 1), ``"positive_or_none"``, ``"positive_number"`` (> 0),
+    ``"non_negative_number"`` (>= 0).
+    ``flag``: the command-line name when it differs from ``--<field>``; ``cli=False`` keeps it off the CLI.
+    """
+    meta = {"help": help, "choices": choices, "check": check, "flag": flag, "cli": cli}
+    if default is _REQUIRED:
+        return field(metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _validate(group: Any) -> None:
+    """Check every field of ``group`` against its declaration (one place for all options)."""
+    for f in dataclasses.fields(group):
+        value = getattr(group, f.name)
+        meta = f.metadata
+        choices = meta.get("choices")
+        if choices is not None and value is not None:
+            allowed = tuple(choices())
+            if value not in allowed:
+                raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+        check = meta.get("check")
+        if check in ("positive", "positive_or_none"):
+            if value is None and check == "positive_or_none":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                hint = " (None means no limit)" if check == "positive_or_none" else ""
+                raise ConfigError(f"{f.name} must be a positive integer{hint}, got {value!r}")
+        elif check in ("positive_number", "non_negative_number"):
+            number = not isinstance(value, bool) and isinstance(value, (int, float))
+            if not number or not (value > 0 if check == "positive_number" else value >= 0):
+                bound = "> 0" if check == "positive_number" else ">= 0"
+                raise ConfigError(f"{f.name} must be a number {bound}, got {value!r}")
+
+
+class _Group:
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True)
+class DataOptions(_Group):
+    """What to read."""
+
+    video_path: str = option(help="video root <root>/<label>/<id>.avi (or a rawframes root with --source rawframes)")
+    annotation_path: str = option(help="ucf101_01.json-style annotation")
+    subset: str = option("validation", "annotation subset to evaluate")
+    source: Source = option("direct", "direct: decode videos; rawframes: read image_%%05d.jpg folders; "
+                            "jpeg-compat: decode + in-memory JPEG round trip like the reference's ffmpeg",
+                            choices=_sources)
+    limit: int | None = option(None, "evaluate only the first N videos", check="positive_or_none")
+
+
+@dataclass(frozen=True)
+class ModelOptions(_Group):
+    """What runs the clips."""
+
+    model: str | None = option(None, ".onnx, .pth or .om (not needed for --backend simulated)")
+    backend: str | None = option(None, "default: from the model's extension", choices=_backends)
+    device: str | None = option(None, "cpu, cuda[:N] or npu[:N] (default: cpu; npu:0 for .om)")
+    batch_size: int | None = option(None, "clips per inference batch (default: the model's static batch, else 16)",
+                                    check="positive_or_none")
+    threads: int | None = option(None, "inference threads (CPU backends)", check="positive_or_none")
+    arch_options: dict = option({}, "architecture options for .pth models (arch, width_mult, ...)", cli=False)
+    session_options: dict = option({}, "extra keyword arguments of the backend's session class", cli=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.device is not None:
+            from ..sessions import parse_device
+
+            parse_device(self.device)
+
+
+@dataclass(frozen=True)
+class DecodeOptions(_Group):
+    """How a decode worker turns one video into clips."""
+
+    resize: Resize = option("exact", "exact: PIL bilinear like the reference; fast: OpenCV (not bit-exact)",
+                            choices=_resizers)
+    policy: Policy = option("seed", "clip sampling policy", choices=_policies, cli=False)
+    decode_threads: int = option(1, "FFmpeg threads per decode worker", check="positive")
+    max_frames: int | None = option(500_000, "ledger videos longer than this (frames; None: no limit)",
+                                    check="positive_or_none")
+    max_pixels: int | None = option(8192 * 8192, "ledger videos larger than this (width x height; None: no limit)",
+                                    check="positive_or_none")
+    video_timeout: float = option(600.0, "seconds before a video's decode is abandoned and ledgered",
+                                  check="positive_number")
+
+
+@dataclass(frozen=True)
+class PoolOptions(_Group):
+    """The decode processes and the shared-memory ring between them and the consumer."""
+
+    workers: int = option(2, "decode worker processes", check="positive")
+    queue_depth: int = option(8, "clip slots in the shared-memory ring", check="positive")
+    start_method: StartMethod = option("spawn", "how worker processes start", choices=_start_methods)
+
+
+@dataclass(frozen=True)
+class OutputOptions(_Group):
+    """What is written, and how videos are scored and counted."""
+
+    output: str | None = option(None, "folder for result.json, val.json and the resume checkpoint")
+    resume: bool = option(False, "continue the interrupted run in --output (a completed one is left as is)")
+    overwrite: bool = option(False, "replace the results or checkpoint of an earlier run in --output")
+    dump_bins: str | None = option(None, "also write seed-layout k.bin inputs here")
+    info_path: str | None = option(None, "the .info file for --dump_bins")
+    bins_tail: Tail = option("pad", "last .bin: pad to the batch, or drop (the reference)", choices=_tails,
+                             flag="--tail")
+    compat: Compat | None = option(None, "modelzoo: reproduce the reference's scoring defects (SPEC B)",
+                                   choices=_compat_modes)
+    topk: int = option(10, "classes kept per video in val.json", check="positive")
+    strict: bool = option(False, "any failed or truncated video is a fatal error")
+    checkpoint_every: float = option(30.0, "seconds between resume checkpoints (0: after every batch)",
+                                     check="non_negative_number")
+    progress: bool = option(False, "show a progress bar", cli=False)
+
+
+GROUPS: dict[str, type] = {"data": DataOptions, "model": ModelOptions, "decode": DecodeOptions,
+                           "pool": PoolOptions, "output": OutputOptions}
+#: flat field name -> group name (every field name is unique across groups)
+_FIELD_GROUP = {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+
+DEFAULT_PRODUCER = "e3d_stream.video._clips:iter_video_clips"
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What to evaluate and how.
+    """What to evaluate and how: see the module docstring for the groups.
 
-    Paths: ``video_path`` (a video root, or a rawframes root with
-    ``source='rawframes'``), ``annotation_path`` (ucf101_01.json format) and
-    ``model`` (.onnx, .pth or .om; ``None`` only for ``backend='simulated'``).
+    Build it with :meth:`create` from flat keywords
+    (``EvalConfig.create(video_path=..., annotation_path=..., model="m.onnx")``)
+    or from the groups directly.
     """
 
-    video_path: str
-    annotation_path: str
-    model: str | None = None
-    backend: str | None = None
-    device: str | None = None        # None: the backend's default (cpu; npu:0 for ais_bench)
-    batch_size: int | None = None    # None: the model's static batch, else 16
-    workers: int = 2
-    queue_depth: int = 8
-    source: str = "direct"
-    subset: str = "validation"
-    compat: str | None = None
-    output: str | None = None
-    dump_bins: str | None = None
-    info_path: str | None = None
-    bins_tail: str = "pad"
-    resume: bool = False
-    strict: bool = False
-    video_timeout: float = 600.0
-    threads: int | None = None
-    decode_threads: int = 1
-    resize: str = "exact"
-    policy: str = "seed"
-    topk: int = 10
-    limit: int | None = None
-    max_frames: int | None = None
-    max_pixels: int | None = None
-    start_method: str = "spawn"
-    checkpoint_every: float = 30.0
-    progress: bool = False
-    arch_options: dict = field(default_factory=dict)
-    session_options: dict = field(default_factory=dict)
-    #: "module:function" producing a video's clips in the workers (advanced; tests use it).
-    producer: str = "e3d_stream.video._clips:iter_video_clips"
-    #: extra keyword arguments for ``producer`` (advanced; tests inject faults with it).
+    data: DataOptions
+    model: ModelOptions = field(default_factory=ModelOptions)
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    pool: PoolOptions = field(default_factory=PoolOptions)
+    output: OutputOptions = field(default_factory=OutputOptions)
+    #: "module:function" producing a video's clips in the workers (advanced; tests inject faults with it).
+    producer: str = DEFAULT_PRODUCER
+    #: extra keyword arguments for ``producer``.
     producer_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _choice("source", self.source, SOURCES)
-        _choice("resize", self.resize, RESIZE_MODES)
-        _choice("compat", self.compat, COMPAT_MODES)
-        _choice("bins_tail", self.bins_tail, TAIL_MODES)
-        if self.device is not None:
-            _choice("device", str(self.device).split(":", 1)[0], DEVICES)
-        for name in ("batch_size", "workers", "queue_depth", "topk", "decode_threads"):
-            value = getattr(self, name)
-            if name == "batch_size" and value is None:
-                continue
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.video_timeout <= 0:
-            raise ConfigError(f"video_timeout must be > 0, got {self.video_timeout}")
-        if self.model is None and self.backend != "simulated":
+        m, o = self.model, self.output
+        if m.model is None and m.backend != "simulated":
             raise ConfigError("model is required (only backend='simulated' runs without one)")
-        if (self.dump_bins is None) != (self.info_path is None):
+        if (o.dump_bins is None) != (o.info_path is None):
             raise ConfigError("dump_bins and info_path go together (the seed layout needs both)")
-        if self.resume and not self.output:
+        if o.resume and not o.output:
             raise ConfigError("resume needs the output folder of the interrupted run")
-        if self.resume and self.dump_bins:
+        if o.resume and o.overwrite:
+            raise ConfigError("resume and overwrite contradict each other: pick one")
+        if o.resume and o.dump_bins:
             raise ConfigError("resume with dump_bins is not supported: rerun the dump from scratch")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if ":" not in self.producer:
+            raise ConfigError(f"producer must be 'module:function', got {self.producer!r}")
 
-    def replace(self, **changes) -> EvalConfig:
-        return dataclasses.replace(self, **changes)
+    @classmethod
+    def create(cls, **flat: Any) -> EvalConfig:
+        """An EvalConfig from flat option names (``video_path=``, ``batch_size=``, ...)."""
+        groups: dict[str, dict[str, Any]] = {name: {} for name in GROUPS}
+        top: dict[str, Any] = {}
+        for key, value in flat.items():
+            if key in _FIELD_GROUP:
+                groups[_FIELD_GROUP[key]][key] = value
+            elif key in ("producer", "producer_options"):
+                top[key] = value
+            else:
+                raise ConfigError(f"unknown option {key!r}; options are {', '.join(sorted(_FIELD_GROUP))}")
+        missing = [k for k in ("video_path", "annotation_path") if k not in groups["data"]]
+        if missing:
+            raise ConfigError(f"missing required option(s): {', '.join(missing)}")
+        return cls(**{name: GROUPS[name](**values) for name, values in groups.items()}, **top)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+    def replace(self, **changes: Any) -> EvalConfig:
+        """A copy with flat options changed (``cfg.replace(batch_size=4, resume=True)``)."""
+        flat = self.flat()
+        flat.update(changes)
+        return EvalConfig.create(**flat)
+
+    def flat(self) -> dict[str, Any]:
+        """Every option by its flat name."""
+        out: dict[str, Any] = {}
+        for name in GROUPS:
+            group = getattr(self, name)
+            out.update({f.name: getattr(group, f.name) for f in dataclasses.fields(group)})
+        out["producer"], out["producer_options"] = self.producer, dict(self.producer_options)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, flat (result.json's ``config``)."""
+        d = self.flat()
         for key in ("video_path", "annotation_path", "model", "output", "dump_bins", "info_path"):
             if d[key] is not None:
                 d[key] = str(Path(d[key]))
         return d
 
-    def fingerprint(self) -> dict:
+    def fingerprint(self) -> dict[str, Any]:
         """The settings a resumed run must share with the interrupted one."""
         keep = ("annotation_path", "model", "backend", "batch_size", "source", "subset", "compat",
                 "resize", "policy", "topk", "limit", "arch_options", "max_frames", "max_pixels")
         d = self.to_dict()
         return {k: d[k] for k in keep}
+
+    def check_paths(self) -> None:
+        """Fail before any work on an input that cannot be read or an output that cannot be made.
+
+        Raises :class:`ConfigError` for the video root (missing, not a folder,
+        unreadable) and the annotation; :class:`OutputError` naming an output
+        folder that cannot be created.
+        """
+        check_input_dir(self.data.video_path, "video root")
+        if not Path(self.data.annotation_path).is_file():
+            raise ConfigError(f"annotation not found: {self.data.annotation_path}")
+        o = self.output
+        for folder in (o.output, o.dump_bins, None if o.info_path is None else str(Path(o.info_path).parent)):
+            if folder:
+                make_output_dir(folder)
+
+
+# -- the command line, generated from the declarations --------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser | Any, group: type, names: Iterable[str] | None = None,
+                  **overrides: Mapping[str, Any]) -> None:
+    """Add ``--<field>`` arguments for the fields of ``group`` (all CLI fields, or ``names``).
+
+    ``overrides`` maps a field name to argparse keyword changes (e.g. a different default).
+    Booleans become ``store_true`` flags; choices come from the implementing registry.
+    """
+    fields = {f.name: f for f in dataclasses.fields(group)}
+    for name in names if names is not None else [n for n, f in fields.items() if f.metadata.get("cli", True)]:
+        f = fields[name]
+        meta = f.metadata
+        kwargs: dict[str, Any] = {"help": meta.get("help", ""), "dest": name}
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kwargs["required"] = True
+        elif isinstance(default, bool):
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["default"] = default
+            kwargs["type"] = _arg_type(f)
+        if meta.get("choices") is not None:
+            kwargs["choices"] = tuple(meta["choices"]())
+        kwargs.update(overrides.get(name, {}))
+        parser.add_argument(meta.get("flag") or f"--{name}", **kwargs)
+
+
+def _arg_type(f: dataclasses.Field) -> Callable[[str], Any]:
+    text = str(f.type)
+    if "float" in text:
+        return float
+    if "int" in text:
+        return int
+    return str
+
+
+def from_namespace(args: argparse.Namespace, **extra: Any) -> EvalConfig:
+    """An EvalConfig from parsed arguments: every attribute that names an option is used."""
+    flat = {name: getattr(args, name) for name in _FIELD_GROUP if hasattr(args, name)}
+    flat.update(extra)
+    return EvalConfig.create(**flat)
+
+
+__all__ = ["GROUPS", "DataOptions", "DecodeOptions", "EvalConfig", "ModelOptions", "OutputOptions", "PoolOptions",
+           "add_arguments", "from_namespace", "option"]

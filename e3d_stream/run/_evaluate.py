@@ -17,6 +17,7 @@ process and shared-memory segment is gone when it returns or raises.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -33,8 +34,17 @@ from ..stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFaile
 from ..video._clips import SOURCES
 from ..video._dataset import list_videos, load_annotation
 from ._config import EvalConfig
-from ._report import Report, build_report, write_outputs
-from ._state import Position, RunState, remove_checkpoint
+from ._report import RESULT_NAME, VAL_NAME, Report, build_report, load_report, write_outputs
+from ._state import (
+    CHECKPOINT_NAME,
+    COMPLETE,
+    EMPTY,
+    Position,
+    RunState,
+    check_fingerprint,
+    folder_status,
+    remove_checkpoint,
+)
 
 DEFAULT_BATCH = 16
 
@@ -48,10 +58,18 @@ class _Progress:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the main loop stops at the next event."""
+    """SIGINT/SIGTERM set a flag; the main loop stops at the next event.
+
+    Once the run starts committing its results (:meth:`commit`), a signal is only
+    recorded: finishing is one step, and a run whose result.json is written is
+    complete whatever arrives while its workers shut down. Before that, a second
+    SIGINT stops at once (KeyboardInterrupt).
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.late_signum: int | None = None
+        self.committing = False
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -61,9 +79,18 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.committing:
+            self.late_signum = signum
+            return
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop right away
         self.signum = signum
+
+    def commit(self) -> None:
+        """From now on signals are deferred: the run is finishing."""
+        self.committing = True
+        if self.signum is not None:  # came after the loop's last check: the run completes anyway
+            self.late_signum = self.signum
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -80,38 +107,86 @@ def evaluate(config: EvalConfig | None = None, /, *, session=None, **kwargs) -> 
     val.json are written there. Raises :class:`PipelineInterrupted` after
     saving a checkpoint when SIGINT/SIGTERM stops the run.
     """
-    cfg = config if config is not None else EvalConfig(**kwargs)
+    cfg = config if config is not None else EvalConfig.create(**kwargs)
     if config is not None and kwargs:
         cfg = cfg.replace(**kwargs)
-    annotation = load_annotation(cfg.annotation_path)
-    items = list_videos(annotation, cfg.video_path, subset=cfg.subset, source=SOURCES[cfg.source].layout)
-    if cfg.limit:
-        items = items[: cfg.limit]
-    with ExitStack() as stack:
+    cfg.check_paths()
+    data, out = cfg.data, cfg.output
+    annotation = load_annotation(data.annotation_path)
+    if out.output:
+        done = _prepare_output(cfg, annotation)
+        if done is not None:
+            return done
+    items = list_videos(annotation, data.video_path, subset=data.subset, source=SOURCES[data.source].layout)
+    if data.limit is not None:
+        items = items[: data.limit]
+    # The flag outlives the ExitStack: a signal while workers and the session shut
+    # down after the results are written must not turn a complete run into an error.
+    with _StopFlag() as stop, ExitStack() as stack:
         if session is None:
             from ..sessions import open_session
 
-            options = dict(cfg.arch_options, **cfg.session_options)
-            if cfg.backend == "simulated":
+            m = cfg.model
+            options = dict(m.arch_options, **m.session_options)
+            if m.backend == "simulated":
                 options.setdefault("num_classes", len(annotation.labels))
             session = stack.enter_context(open_session(
-                cfg.model, backend=cfg.backend, device=cfg.device, batch_size=cfg.batch_size,
-                threads=cfg.threads, **options))
-        return _Run(cfg, annotation, items, session, stack).execute()
+                m.model, backend=m.backend, device=m.device, batch_size=m.batch_size,
+                threads=m.threads, **options))
+        report = _Run(cfg, annotation, items, session, stack, stop).execute()
+    if stop.late_signum is not None:
+        name = signal.Signals(stop.late_signum).name
+        report = dataclasses.replace(report, notes=(*report.notes, f"{name} arrived after the results were "
+                                                    f"written: the run is complete"))
+    return report
+
+
+def _prepare_output(cfg: EvalConfig, annotation) -> Report | None:
+    """Decide what the output folder's earlier contents mean for this run.
+
+    Returns the saved :class:`Report` when ``resume`` finds the run complete
+    (nothing is recomputed); raises a :class:`ConfigError` for a resume with
+    nothing to resume, and for a fresh run into a folder that holds another
+    run's results or checkpoint unless ``overwrite`` (which removes them first,
+    so stale results never sit beside a new checkpoint).
+    """
+    out = cfg.output
+    folder = Path(out.output)
+    status = folder_status(folder, result_name=RESULT_NAME)
+    if out.resume:
+        if status == EMPTY:
+            raise ConfigError(f"nothing to resume in {folder}: it holds neither a checkpoint nor results "
+                              f"(run without --resume to start)")
+        if status == COMPLETE:
+            saved = load_report(folder, annotation.labels)
+            check_fingerprint(EvalConfig.create(**saved.config).fingerprint(), cfg.fingerprint(), folder)
+            remove_checkpoint(folder)  # a stale one from a crash between commit and cleanup
+            return dataclasses.replace(saved, notes=(f"the run in {folder} is already complete; "
+                                                     f"nothing was recomputed",))
+        return None
+    if status != EMPTY and not out.overwrite:
+        what = "the results of a completed run" if status == COMPLETE else "the checkpoint of an interrupted run"
+        hint = "" if status == COMPLETE else "continue it with --resume, or "
+        raise ConfigError(f"{folder} holds {what}; {hint}pass --overwrite (overwrite=True) to replace it, "
+                          f"or choose another output folder")
+    for name in (RESULT_NAME, VAL_NAME, CHECKPOINT_NAME):
+        (folder / name).unlink(missing_ok=True)
+    return None
 
 
 class _Run:
     """One evaluation: state shared by the event handlers below."""
 
-    def __init__(self, cfg: EvalConfig, annotation, items, session, stack: ExitStack) -> None:
+    def __init__(self, cfg: EvalConfig, annotation, items, session, stack: ExitStack, stop: _StopFlag) -> None:
         self.cfg, self.annotation, self.items, self.session = cfg, annotation, items, session
-        self.batch_size = session.fixed_batch or cfg.batch_size or DEFAULT_BATCH
+        self.stop = stop
+        self.batch_size = session.fixed_batch or cfg.model.batch_size or DEFAULT_BATCH
         num_classes = session.num_classes or len(annotation.labels)
         if num_classes != len(annotation.labels):
             raise ConfigError(f"the model has {num_classes} classes but the annotation lists "
                               f"{len(annotation.labels)} labels")
-        self.acc = TopKAccumulator(num_classes, labels=annotation.labels, topk=min(cfg.topk, num_classes),
-                                   compat=cfg.compat or "none")
+        self.acc = TopKAccumulator(num_classes, labels=annotation.labels, topk=min(cfg.output.topk, num_classes),
+                                   compat=cfg.output.compat or "none")
         self.failures: list[ledger.Failure] = []
         self.failed_ids: set[str] = set()
         self.position = Position()
@@ -122,16 +197,14 @@ class _Run:
         self.elapsed_before = 0.0
         self.last_save = time.perf_counter()
         self.bins = None
-        if cfg.output:
-            Path(cfg.output).mkdir(parents=True, exist_ok=True)
-        if cfg.resume:
+        if cfg.output.resume:
             self._restore()
 
     # -- resume ------------------------------------------------------------------------
     def _restore(self) -> None:
-        state = RunState.load(self.cfg.output, fingerprint=self.cfg.fingerprint())
-        if state is None:
-            return
+        state = RunState.load(self.cfg.output.output, fingerprint=self.cfg.fingerprint())
+        if state is None:  # _prepare_output let an interrupted folder through: the checkpoint is there
+            raise ConfigError(f"the checkpoint in {self.cfg.output.output} disappeared")
         self.position = state.position
         if state.accumulator is not None:
             self.acc = TopKAccumulator.from_state(state.accumulator)
@@ -140,7 +213,7 @@ class _Run:
         self.elapsed_before = state.elapsed_s
 
     def _save(self, position: Position) -> None:
-        if not self.cfg.output:
+        if not self.cfg.output.output:
             return
         first_pending = {it.video_id for it in self.items[position.video_index:]}
         RunState(
@@ -151,7 +224,7 @@ class _Run:
             failures=[f for f in self.failures if f.video_id not in first_pending],
             dropped_videos=sorted(self.failed_ids - first_pending),
             elapsed_s=self.elapsed_before + time.perf_counter() - self.progress.t0,
-        ).save(self.cfg.output)
+        ).save(self.cfg.output.output)
         self.last_save = time.perf_counter()
 
     # -- the run -----------------------------------------------------------------------
@@ -164,60 +237,62 @@ class _Run:
         for index in range(start, len(self.items)):
             item = self.items[index]
             if item.path is None:
-                if index >= start and item.video_id not in self.failed_ids:
-                    self._record(ledger.Failure(item.video_id, ledger.MISSING,
-                                                f"no file for {item.label}/{item.video_id} under {cfg.video_path}"))
+                if item.video_id not in self.failed_ids:
+                    self._record(item.failure())
                 continue
             todo.append(item)
         runner = self.stack.enter_context(closing(DoubleBuffer(self.session, self.batch_size)))
-        if cfg.dump_bins:
+        out = cfg.output
+        if out.dump_bins:
             from ..seed._binio import BinWriter
 
-            self.bins = BinWriter(cfg.dump_bins, cfg.info_path, batch_size=self.batch_size, tail=cfg.bins_tail)
+            self.bins = BinWriter(out.dump_bins, out.info_path, batch_size=self.batch_size, tail=out.bins_tail)
         assembler = BatchAssembler(
             self.batch_size, acquire=runner.acquire,
             submit=lambda buf, meta: self._consume(runner.submit(buf, meta.n_valid, meta)),
-            drop_last=cfg.compat == "modelzoo",
+            drop_last=out.compat == "modelzoo",
             on_batch=[self._dump] if self.bins else [])
         pool = self.stack.enter_context(ClipPool(PoolConfig(
-            workers=cfg.workers, queue_depth=cfg.queue_depth, start_method=cfg.start_method,
-            video_timeout=cfg.video_timeout, producer=cfg.producer,
-            producer_options=self._producer_options(), torch_threads=1)))
+            workers=cfg.pool.workers, queue_depth=cfg.pool.queue_depth, start_method=cfg.pool.start_method,
+            video_timeout=cfg.decode.video_timeout, producer=cfg.producer,
+            producer_options=self._producer_options())))
         self.pool = pool
         bar = self._progress_bar(len(self.items))
         stream_index = self.position.stream_clips
         index_of = {item.video_id: i for i, item in enumerate(self.items)}
-        with _StopFlag() as stop:
-            for ev in pool.run(todo, should_stop=lambda: stop.signum is not None):
-                vid = ev.item.video_id
-                vindex = index_of[vid]
-                if isinstance(ev, ClipEvent):
-                    if vindex == start and ev.clip_index < self.position.clips_done:
-                        continue  # already in a saved batch (resume)
-                    if vid in self.failed_ids:
-                        continue
-                    assembler.add(ev.data, ClipTag(vindex, vid, ev.clip_index, stream_index))
-                    stream_index += 1
-                elif isinstance(ev, VideoEnd):
-                    if ev.warning is not None:
-                        self._record(ev.warning)
-                    if ev.n_clips == 0:
-                        self._record(ledger.no_clips(vid, ev.n_frames))
-                    else:
-                        self.acc.expect(vid, ev.n_clips, label_index=ev.item.label_index)
-                    self._tick(bar)
-                elif isinstance(ev, VideoFailed):
-                    self._record(ev.failure)
-                    if ev.n_clips_yielded:
-                        self.failed_ids.add(vid)
-                        self.acc.discard(vid)
-                    self._tick(bar)
-                if stop.signum is not None:
-                    break
+        stop = self.stop
+        for ev in pool.run(todo, should_stop=lambda: stop.signum is not None):
+            vid = ev.item.video_id
+            vindex = index_of[vid]
+            if isinstance(ev, ClipEvent):
+                if vindex == start and ev.clip_index < self.position.clips_done:
+                    continue  # already in a saved batch (resume)
+                if vid in self.failed_ids:
+                    continue
+                assembler.add(ev.data, ClipTag(vindex, vid, ev.clip_index, stream_index))
+                stream_index += 1
+            elif isinstance(ev, VideoEnd):
+                if ev.warning is not None:
+                    self._record(ev.warning)
+                if ev.n_clips == 0:
+                    self._record(ledger.no_clips(vid, ev.n_frames))
+                else:
+                    self.acc.expect(vid, ev.n_clips, label_index=ev.item.label_index)
+                self._tick(bar)
+            elif isinstance(ev, VideoFailed):
+                self._record(ev.failure)
+                if ev.n_clips_yielded:
+                    self.failed_ids.add(vid)
+                    self.acc.discard(vid)
+                self._tick(bar)
             if stop.signum is not None:
-                self._interrupt(runner, assembler, stop.signum)
-            assembler.finish()
-            self._consume(runner.finish())
+                break
+        if stop.signum is not None:
+            self._interrupt(runner, assembler, stop.signum)
+        # From here on the run finishes: signals are deferred until the results are committed.
+        stop.commit()
+        assembler.finish()
+        self._consume(runner.finish())
         if bar is not None:
             bar.close()
         wall = self.elapsed_before + time.perf_counter() - self.progress.t0
@@ -227,22 +302,22 @@ class _Run:
                               dropped_clips=len(assembler.dropped), wall_s=wall, peak_open_videos=self.peak_open)
         if self.bins is not None:
             self.bins.close()
-        if cfg.output:
-            write_outputs(report, cfg.output)
-            remove_checkpoint(cfg.output)
+        if out.output:
+            write_outputs(report, out.output)     # val.json, then result.json: the commit point
+            remove_checkpoint(out.output)
         return report
 
     def _producer_options(self) -> dict:
         from ..video._decode import DecodeLimits
 
-        cfg = self.cfg
-        limits = {k: v for k, v in (("max_frames", cfg.max_frames), ("max_pixels", cfg.max_pixels)) if v}
-        return dict(source=cfg.source, policy=cfg.policy, resize=cfg.resize, threads=cfg.decode_threads,
-                    limits=DecodeLimits(**limits), **cfg.producer_options)
+        cfg, d = self.cfg, self.cfg.decode
+        limits = DecodeLimits(max_frames=d.max_frames, max_pixels=d.max_pixels)
+        return dict(source=cfg.data.source, policy=d.policy, resize=d.resize, threads=d.decode_threads,
+                    limits=limits, **cfg.producer_options)
 
     # -- event handlers ----------------------------------------------------------------
     def _record(self, failure: ledger.Failure) -> None:
-        if self.cfg.strict:
+        if self.cfg.output.strict:
             raise DecodeError(f"{failure.video_id}: {failure.reason}: {failure.detail} (--strict)",
                               reason=failure.reason)
         self.failures.append(failure)
@@ -256,7 +331,8 @@ class _Run:
             self.peak_open = max(self.peak_open, self.acc.n_open)
             self.progress.clips += meta.n_valid
             self.last_meta = meta
-            if self.cfg.output and time.perf_counter() - self.last_save > self.cfg.checkpoint_every:
+            out = self.cfg.output
+            if out.output and time.perf_counter() - self.last_save > out.checkpoint_every:
                 self._save(self._position_after(meta))
 
     def _position_after(self, meta: BatchMeta) -> Position:
@@ -276,11 +352,15 @@ class _Run:
         else:
             self._save(self.position)
         name = signal.Signals(signum).name
-        raise PipelineInterrupted(f"stopped by {name}; state saved in {self.cfg.output or '(no output folder)'}; "
-                                  f"run again with --resume to continue", signum=signum)
+        folder = self.cfg.output.output
+        if folder:
+            msg = f"stopped by {name}; state saved in {folder}; run again with --resume to continue"
+        else:
+            msg = f"stopped by {name}; nothing was saved (no output folder): a new run starts from the beginning"
+        raise PipelineInterrupted(msg, signum=signum)
 
     def _progress_bar(self, total: int):
-        if not self.cfg.progress:
+        if not self.cfg.output.progress:
             return None
         from tqdm import tqdm
 
@@ -292,4 +372,4 @@ class _Run:
             elapsed = time.perf_counter() - self.progress.t0
             used = self.pool.slots_in_use
             bar.set_postfix(clips_s=f"{self.progress.clips / max(elapsed, 1e-9):.1f}",
-                            queue=f"{used}/{self.cfg.queue_depth}", refresh=False)
+                            queue=f"{used}/{self.cfg.pool.queue_depth}", refresh=False)

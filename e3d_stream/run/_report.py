@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ import numpy as np
 
 from .. import __version__
 from .._fsutil import atomic_write_json
+from ..errors import ConfigError
 from ..ledger import Failure
-from ..scoring._metrics import clip_accuracy, video_accuracy, write_val_json
+from ..scoring._metrics import clip_accuracy, read_val_json, video_accuracy, write_val_json
 
 RESULT_NAME = "result.json"
 VAL_NAME = "val.json"
@@ -45,6 +47,10 @@ class Report:
     session: dict = field(default_factory=dict, repr=False)
     versions: dict = field(default_factory=dict, repr=False)
     dropped_clips: int = 0
+    #: k of the "top-5" figure: min(5, number of classes)
+    top5_k: int = 5
+    #: things the user should know about how the run ended (e.g. a signal after completion)
+    notes: tuple[str, ...] = ()
 
     @property
     def excluded(self) -> list[str]:
@@ -56,6 +62,7 @@ class Report:
             "top1": self.top1,
             "top5": self.top5,
             "hits": self.hits,
+            "top5_k": self.top5_k,
             "counts": {
                 "videos": self.n_videos,
                 "scored": self.n_scored,
@@ -86,6 +93,9 @@ class Report:
             f"{t.get('compute_clips_per_s', 0):.1f} clips/s (1000*B/mean ms, B={t.get('batch_size')})   "
             f"wall {self.timings.get('wall', 0):.1f} s",
         ]
+        if self.top5_k != 5:
+            lines.append(f"(top-5 counts top-{self.top5_k}: the model has {self.top5_k} classes)")
+        lines.extend(self.notes)
         if self.failures:
             lines.append(f"failure ledger ({len(self.failures)}):")
             for f in self.failures[:20]:
@@ -95,6 +105,24 @@ class Report:
             if len(self.failures) > 20:
                 lines.append(f"  ... {len(self.failures) - 20} more in result.json")
         return "\n".join(lines)
+
+
+def load_report(folder: str | Path, labels: Sequence[str], *, note: str = "") -> Report:
+    """The :class:`Report` of a completed run, read back from its result.json and val.json."""
+    folder = Path(folder)
+    try:
+        d = json.loads((folder / RESULT_NAME).read_text())
+        counts = d["counts"]
+        return Report(
+            top1=d["top1"], top5=d["top5"], hits=d["hits"], n_videos=counts["videos"], n_scored=counts["scored"],
+            n_clips=counts["clips"], clip_top1=d["clip_top1"],
+            failures=tuple(Failure.from_dict(f) for f in d["failures"]),
+            results=read_val_json(folder / VAL_NAME, labels), labels=tuple(labels),
+            timings=d["timings_s"], throughput=d["throughput"], config=d["config"], session=d["session"],
+            versions=d["versions"], dropped_clips=counts["dropped_clips"], top5_k=d.get("top5_k", 5),
+            notes=(note,) if note else ())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read the results in {folder}: {exc}") from exc
 
 
 def versions() -> dict:
@@ -139,7 +167,7 @@ def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, 
     }
     return Report(
         top1=accuracy.accuracy(1), top5=accuracy.accuracy(k5),
-        hits={"1": accuracy.hits[1], "5": accuracy.hits[k5]},
+        hits={"1": accuracy.hits[1], "5": accuracy.hits[k5]}, top5_k=k5,
         n_videos=len(items), n_scored=len(results), n_clips=n_clips,
         clip_top1=clips.top1 if clips.total else None,
         failures=tuple(failures), results=results, labels=tuple(annotation.labels),

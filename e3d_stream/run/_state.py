@@ -73,10 +73,7 @@ class RunState:
         if payload.get("format") != FORMAT_VERSION:
             raise ResumeMismatchError(f"{path} was written by an incompatible version of e3d_stream")
         saved = payload["fingerprint"]
-        diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-        if diff:
-            details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {fingerprint.get(k)!r}" for k in diff)
-            raise ResumeMismatchError(f"cannot resume {folder}: the configuration changed ({details})")
+        check_fingerprint(saved, fingerprint, folder)
         return cls(
             fingerprint=saved,
             position=Position(**payload["position"]),
@@ -92,4 +89,34 @@ def remove_checkpoint(folder: str | Path) -> None:
     path = Path(folder) / CHECKPOINT_NAME
     if path.exists():
         path.unlink()
+
+
+# -- what an output folder holds ------------------------------------------------------------------
+#
+# The commit point of a run is result.json: val.json is written first, then
+# result.json (both atomically), then the checkpoint is removed. So
+#
+#     result.json present                 -> complete (a checkpoint beside it is stale)
+#     checkpoint, no result.json          -> interrupted: --resume continues it
+#     neither                             -> empty
+
+EMPTY, INTERRUPTED, COMPLETE = "empty", "interrupted", "complete"
+
+
+def folder_status(folder: str | Path, *, result_name: str) -> str:
+    """``"complete"``, ``"interrupted"`` or ``"empty"`` (see the table above)."""
+    folder = Path(folder)
+    if (folder / result_name).is_file():
+        return COMPLETE
+    if (folder / CHECKPOINT_NAME).is_file():
+        return INTERRUPTED
+    return EMPTY
+
+
+def check_fingerprint(saved: dict, fingerprint: dict, where: str | Path) -> None:
+    """Raise :class:`ResumeMismatchError` naming every setting that differs."""
+    diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    if diff:
+        details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {fingerprint.get(k)!r}" for k in diff)
+        raise ResumeMismatchError(f"cannot resume {where}: the configuration changed ({details})")
 

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from ._metrics import VideoResult
 from ._numerics import SOFTMAX_BACKENDS, choose, reference_mean, topk_order
 from ._numerics import softmax as _softmax
@@ -62,13 +62,14 @@ class _CloseOnCount:
     @staticmethod
     def before_clip(acc: TopKAccumulator, vid: str) -> None:
         if vid in acc._closed or vid in acc._empty:
-            raise ConfigError(f"clip for {vid!r}, which is already complete")
+            raise UsageError(f"clip for {vid!r}, which is already complete")
 
     @staticmethod
     def clip_index(state: _Open, given: int | None, vid: str) -> int:
         index = len(state.clips) if given is None else int(given)
         if index in state.clips or index < 0 or (state.expected is not None and index >= state.expected):
-            raise ConfigError(f"{vid}: clip index {index} repeated or outside 0..{state.expected}")
+            span = "" if state.expected is None else f" or outside 0..{state.expected - 1}"
+            raise UsageError(f"{vid}: clip index {index} repeated{span}")
         return index
 
     @staticmethod
@@ -81,7 +82,7 @@ class _CloseOnCount:
         pending = list(acc._open)
         if pending and incomplete == "error":
             detail = ", ".join(f"{v} ({len(acc._open[v].clips)}/{acc._open[v].expected})" for v in pending[:5])
-            raise ConfigError(f"{len(pending)} video(s) still incomplete: {detail}")
+            raise UsageError(f"{len(pending)} video(s) still incomplete: {detail}")
         for vid in pending:
             if incomplete == "score" and acc._open[vid].clips:
                 acc._close(vid)
@@ -177,12 +178,12 @@ class TopKAccumulator:
         done = self._closed.get(video_id)
         if done is not None or video_id in self._empty:
             if (done.n_clips if done is not None else 0) != n_clips:
-                raise ConfigError(f"{video_id}: {n_clips} clips expected, but it closed with a different count")
+                raise UsageError(f"{video_id}: {n_clips} clips expected, but it closed with a different count")
             return
         state = self._open.get(video_id)
         have = len(state.clips) if state is not None else 0
         if have > n_clips or (state is not None and any(i >= n_clips for i in state.clips)):
-            raise ConfigError(f"{video_id}: {n_clips} clips expected, but clips beyond that already arrived")
+            raise UsageError(f"{video_id}: {n_clips} clips expected, but clips beyond that already arrived")
         if n_clips == 0:
             self._empty.add(video_id)
             self._open.pop(video_id, None)
@@ -222,7 +223,7 @@ class TopKAccumulator:
 
     def _check_open_for_input(self) -> None:
         if self.finalized:
-            raise ConfigError("the accumulator is finalized; no more clips can be added")
+            raise UsageError("the accumulator is finalized; no more clips can be added")
 
     def _close(self, vid: str) -> None:
         state = self._open.pop(vid)
@@ -284,7 +285,7 @@ class TopKAccumulator:
         if self.labels is not None and other.labels is not None and self.labels != other.labels:
             raise ConfigError("cannot merge accumulators with different class labels")
         if self.compat == "modelzoo" and (self.finalized or other.finalized):
-            raise ConfigError("modelzoo accumulators must be merged before finalize()")
+            raise UsageError("modelzoo accumulators must be merged before finalize()")
         shared = self._seen.keys() & other._seen.keys()
         if shared:
             raise ConfigError(f"shards are not disjoint: {sorted(shared)[:5]} appear in both")

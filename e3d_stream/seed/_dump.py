@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import ledger
-from .._fsutil import atomic_write_json
+from .._fsutil import atomic_write_json, check_input_dir, make_output_dir
 from ..constants import CLIP_SHAPE
 from ..stream._batching import BatchAssembler, ClipTag
 from ..stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
@@ -53,6 +53,7 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
     the real clips); ``"drop"`` drops a partial last bin like the reference.
     """
     t0 = time.perf_counter()
+    check_input_dir(video_path, "video root")
     annotation = load_annotation(annotation_path)
     if source is None:
         probe = list_videos(annotation, video_path, subset=subset, source="video")
@@ -61,7 +62,8 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
     items = list_videos(annotation, video_path, subset=subset, source=layout)
     failures = [it.failure() for it in items if it.missing]
     todo = [it for it in items if not it.missing]
-    Path(output_path).mkdir(parents=True, exist_ok=True)
+    make_output_dir(output_path)
+    make_output_dir(Path(info_path).parent)
     writer = BinWriter(output_path, info_path, batch_size=batch_size, tail=tail)
     buffer = np.empty((batch_size, *CLIP_SHAPE), np.float32)  # written synchronously: one is enough
     assembler = BatchAssembler(batch_size, acquire=lambda: buffer, submit=lambda buf, meta: None,

@@ -32,6 +32,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._fsutil import make_output_dir
 from ..errors import BackendUnavailableError, ConfigError, OutputError
 
 INPUT_NAME = "image"
@@ -145,11 +146,11 @@ def _save(proto, out_path: Path) -> None:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise ConfigError(f"exported graph is not valid ONNX: {exc}") from exc
+    make_output_dir(out_path.parent)
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
         onnx.save_model(proto, str(out_path), save_as_external_data=False)
     except OSError as exc:
-        raise OutputError(f"cannot write {out_path}: {exc}") from exc
+        raise OutputError(exc.errno, f"cannot write {out_path}: {exc.strerror or exc}", str(out_path)) from exc
 
 
 def compare_with_onnxruntime(model, onnx_path, inputs) -> tuple[float, float]:
@@ -191,6 +192,7 @@ def export_onnx(checkpoint_or_model, out_path, *, opset: int = 11, batch: int | 
     _check_choice("opset", opset, OPSETS)
     if batch is not None:
         _positive_int("batch", batch)
+    make_output_dir(Path(out_path).parent)  # before the (slow) trace: an impossible target fails at once
     model, arch, (duration, size) = _model_and_shape(checkpoint_or_model, arch_opts)
     import torch
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..video._transforms import normalize_into
 
 
@@ -47,7 +48,7 @@ class BatchAssembler:
     """Fill staging buffers row by row and submit them when full.
 
     ``acquire()`` returns a free float32 buffer of shape (B, 3, 16, 112, 112);
-    ``submit(buffer, meta)`` takes it away (to a device). ``on_full`` hooks,
+    ``submit(buffer, meta)`` takes it away (to a device). ``on_batch`` hooks,
     e.g. a .bin writer, see every batch before it is submitted.
     """
 
@@ -55,7 +56,7 @@ class BatchAssembler:
                  submit: Callable[[np.ndarray, BatchMeta], Any], drop_last: bool = False,
                  on_batch: Sequence[Callable[[np.ndarray, BatchMeta], Any]] = ()) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self._acquire = acquire
         self._submit = submit
@@ -94,10 +95,6 @@ class BatchAssembler:
         """Forget the rows of the unsubmitted batch (used when a run stops)."""
         tags, self._tags = self._tags, []
         return tags
-
-    @property
-    def pending(self) -> tuple[ClipTag, ...]:
-        return tuple(self._tags)
 
     def _flush(self) -> None:
         meta = BatchMeta(self.n_batches, tuple(self._tags))

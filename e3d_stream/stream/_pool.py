@@ -116,7 +116,6 @@ class PoolConfig:
     lookahead: int | None = None        # videos dispatched beyond the head (default 2*workers)
     producer: str = "e3d_stream.video._clips:iter_video_clips"   # "module:function" run in the worker
     producer_options: dict = field(default_factory=dict)
-    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -191,7 +190,7 @@ class ClipPool:
         proc = self._ctx.Process(
             target=worker_main, name=f"e3d-decode-{w}", daemon=True,
             args=(child_conn, self._shm.name, self.config.queue_depth, os.getpid(),
-                  self.config.producer, self.config.torch_threads))
+                  self.config.producer))
         proc.start()
         child_conn.close()
         self._workers[w] = _Worker(proc, parent_conn)
@@ -244,7 +243,7 @@ class ClipPool:
                     finally:
                         self._free.append(slot)
                     progressed = True
-                    self._grant(videos, head)
+                    self._grant(head)
                 if v.end is not None and not v.ready:
                     head += 1
                     self.stats.videos += 1
@@ -282,7 +281,7 @@ class ClipPool:
                 worker.task, worker.started, worker.waiting, worker.waited = t, time.monotonic(), False, 0.0
                 worker.conn.send(("task", t, v.item.path, dict(self.config.producer_options)))
 
-    def _grant(self, videos, head) -> None:
+    def _grant(self, head) -> None:
         """Give free slots to waiting workers: the head first, others keep one in reserve."""
         order = sorted((w for w in range(len(self._workers))
                         if self._workers[w] is not None and self._workers[w].waiting),
@@ -312,7 +311,7 @@ class ClipPool:
             except (EOFError, OSError):
                 continue  # the death is noticed below
             self._handle(w, msg, videos)
-        self._grant(videos, head)
+        self._grant(head)
         now = time.monotonic()
         for w, worker in enumerate(self._workers):
             if worker is None:
@@ -373,7 +372,7 @@ class ClipPool:
             pending.appendleft(task)   # retried on a fresh worker; yielded clips are skipped
         else:
             self._fail(v, ledger.Failure(getattr(v.item, "video_id", str(v.item)), ledger.WORKER_DIED,
-                                         f"decode worker died twice ({why})"))
+                                         f"decode worker died on each of {v.attempts} attempt(s) ({why})"))
 
     def _fail(self, v: _Video, failure: ledger.Failure) -> None:
         for slot in v.ready.values():

@@ -43,10 +43,9 @@ def _resolve(spec: str):
     return getattr(importlib.import_module(module), name)
 
 
-def worker_main(conn, shm_name: str, n_slots: int, parent_pid: int, producer: str, torch_threads: int) -> None:
+def worker_main(conn, shm_name: str, n_slots: int, parent_pid: int, producer: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
     # Attaching registers the name with the resource tracker that this child
     # shares with its parent (a set: a no-op); the parent unlinks it at close().
     shm = shared_memory.SharedMemory(name=shm_name)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import ledger
-from ..errors import ConfigError, DecodeError
+from ..errors import ConfigError, DecodeError, UsageError
 from ._dataset import VideoItem
 from ._decode import DecodeLimits, VideoFrames, iter_rawframes
 from ._sampling import get_policy, iter_windows
@@ -87,7 +87,8 @@ SOURCES: dict[str, FrameSource] = {
 class ClipStream:
     """Iterable of one video's clips; after iteration: ``n_frames``, ``n_clips``, ``warning``.
 
-    Iterate once. Fatal problems raise :class:`~e3d_stream.errors.DecodeError`
+    Iterate once (a second pass raises :class:`~e3d_stream.errors.UsageError`). Fatal problems raise
+    :class:`~e3d_stream.errors.DecodeError`
     (``reason`` is a ledger code); clips yielded before a fatal error must be discarded.
     """
 
@@ -108,8 +109,13 @@ class ClipStream:
         self.n_clips = 0
         self.warning: ledger.Failure | None = None
         self._meta: VideoFrames | None = None
+        self._started = False
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        if self._started:
+            raise UsageError(f"{self.video_id}: a ClipStream is one pass over the video; "
+                             f"call iter_video_clips() again for a second pass")
+        self._started = True
         if self.path is None:
             raise DecodeError(f"{self.video_id}: no file found", reason=ledger.MISSING)
         counter = _Counter()

@@ -43,18 +43,28 @@ from ._vsync import BestEffortTimestamp, CfrSync
 OUTPUTS = ("rgb24", "frame")
 
 
+#: the safety limits a run uses unless told otherwise
+DEFAULT_MAX_PIXELS = 8192 * 8192
+DEFAULT_MAX_FRAMES = 500_000
+
+
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Refuse inputs beyond these sizes (reason ``too_large``) instead of exhausting memory/time."""
+    """Refuse inputs beyond these sizes (reason ``too_large``) instead of exhausting memory/time.
 
-    max_pixels: int = 8192 * 8192
-    max_frames: int = 500_000
+    ``None`` means no limit; zero or a negative number is an error, never "no limit".
+    """
+
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_frames: int | None = DEFAULT_MAX_FRAMES
 
     def __post_init__(self) -> None:
         for name in ("max_pixels", "max_frames"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"DecodeLimits.{name} must be a positive int, got {value!r}")
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"DecodeLimits.{name} must be a positive int or None (no limit), got {value!r}")
 
 
 def _check_file(path: str) -> None:
@@ -157,7 +167,6 @@ class VideoFrames:
         self.warning: ledger.Failure | None = None
 
     def __iter__(self) -> Iterator:
-        av.logging.set_level(None)  # FFmpeg's own logging off: problems surface as DecodeError/warning
         _check_file(self.path)
         container = _open_container(self.path)
         try:
@@ -197,7 +206,7 @@ class VideoFrames:
             for _ in range(decision.current):
                 yield out
             count += decision.previous + decision.current
-            if count > self.limits.max_frames:
+            if self.limits.max_frames is not None and count > self.limits.max_frames:
                 raise DecodeError(f"{self.path}: more than {self.limits.max_frames} frames",
                                   reason=ledger.TOO_LARGE, n_frames=count)
             if decision.becomes_previous:
@@ -249,7 +258,7 @@ class VideoFrames:
             errors.append(f"decode error at flush: {exc}")
 
     def _check_pixels(self, width: int, height: int) -> None:
-        if width * height > self.limits.max_pixels:
+        if self.limits.max_pixels is not None and width * height > self.limits.max_pixels:
             raise DecodeError(f"{self.path}: {width}x{height} exceeds {self.limits.max_pixels} pixels",
                               reason=ledger.TOO_LARGE)
 

@@ -77,8 +77,6 @@ class ClipPolicy:
     description: str
     plan: Callable[[int, int], list[tuple[int, ...]]]
     windows: Callable[[Iterable, int], Iterator[list]]
-    #: frames the streaming form holds at most (in units of ``duration``)
-    held_windows: int = 1
 
 
 #: name -> policy; feeds ``--policy`` choices.
