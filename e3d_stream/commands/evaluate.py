@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from ..run._config import DataOptions, DecodeOptions, ModelOptions, OutputOptions, PoolOptions
+from ..run._config import DataOptions, DecodeOptions, EngineOptions, ModelOptions, OutputOptions, PoolOptions
 from ..run._config import add_arguments as add_options
 
 DESCRIPTION = (
@@ -41,6 +41,7 @@ def add_arguments_to(parser: argparse.ArgumentParser) -> None:
                      help="simulated backend: device latency per clip (default 0.77, the seed's 310P)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_options(parser.add_argument_group("outputs and scoring"), OutputOptions)
+    add_options(parser.add_argument_group("engine (more than one machine)"), EngineOptions)
     # advanced: the clip producer run in the workers (tests inject faults and signals with it)
     parser.add_argument("--producer", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--producer_options", default=None, type=json.loads, help=argparse.SUPPRESS)

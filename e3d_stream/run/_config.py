@@ -1,13 +1,14 @@
 """The options of an evaluation run: each declared once, typed, documented and validated here.
 
-An :class:`EvalConfig` is five small frozen groups plus two advanced hooks::
+An :class:`EvalConfig` is six small frozen groups plus two advanced hooks::
 
     EvalConfig
      ├── data:    DataOptions     what to read (video root, annotation, subset, frame source)
      ├── model:   ModelOptions    what to run (model file, backend, device, batch, threads)
      ├── decode:  DecodeOptions   how a worker turns a video into clips (resize, policy, limits)
      ├── pool:    PoolOptions     how many decode processes and ring slots
-     └── output:  OutputOptions   what is written and how the run is scored (folder, resume, bins, top-k)
+     ├── output:  OutputOptions   what is written and how the run is scored (folder, resume, bins, top-k)
+     └── engine:  EngineOptions   one host, or shards on a Ray cluster
 
 Each field is declared with :func:`option`: its default, its one-line help and,
 for choices, the registry that implements them (``--resize`` choices are the keys
@@ -39,6 +40,7 @@ Compat = Literal["modelzoo"]
 Tail = Literal["pad", "drop"]
 StartMethod = Literal["spawn", "forkserver", "fork"]
 Policy = Literal["seed"]
+Engine = Literal["local", "ray"]
 
 _REQUIRED: Any = object()
 
@@ -140,6 +142,15 @@ class DataOptions(_Group):
                             "jpeg-compat: decode + in-memory JPEG round trip like the reference's ffmpeg",
                             choices=_sources)
     limit: int | None = option(None, "evaluate only the first N videos", check="positive_or_none")
+    #: (index, count): evaluate only contiguous part ``index`` of ``count`` (after ``limit``); engines set it
+    shard: tuple[int, int] | None = option(None, "evaluate one contiguous part (index, count) of the list", cli=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shard is not None:
+            index, count = self.shard
+            if not (isinstance(count, int) and isinstance(index, int) and count >= 1 and 0 <= index < count):
+                raise ConfigError(f"shard must be (index, count) with 0 <= index < count, got {self.shard!r}")
 
 
 @dataclass(frozen=True)
@@ -208,8 +219,26 @@ class OutputOptions(_Group):
     progress: bool = option(False, "show a progress bar", cli=False)
 
 
+def _engines() -> tuple[str, ...]:
+    return get_args(Engine)
+
+
+@dataclass(frozen=True)
+class EngineOptions(_Group):
+    """Where the pipeline runs: one host, or shards of the video list on a Ray cluster."""
+
+    engine: Engine = option("local", "local: one host; ray: shards of the list as Ray tasks, merged in order",
+                            choices=_engines)
+    address: str | None = option(None, "ray: cluster to join ('auto' or host:port); default: start a local "
+                                 "Ray instance for the run and stop it after")
+    shards: int | None = option(None, "ray: number of shards (default: several per accelerator unit)",
+                                check="positive_or_none")
+    ray_resource: str | None = option(None, "ray: the accelerator resource each shard takes one unit of "
+                                      "(GPU, NPU or a custom name; default: none, CPU only)")
+
+
 GROUPS: dict[str, type] = {"data": DataOptions, "model": ModelOptions, "decode": DecodeOptions,
-                           "pool": PoolOptions, "output": OutputOptions}
+                           "pool": PoolOptions, "output": OutputOptions, "engine": EngineOptions}
 #: flat field name -> group name (every field name is unique across groups)
 _FIELD_GROUP = {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
 
@@ -230,6 +259,7 @@ class EvalConfig:
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     pool: PoolOptions = field(default_factory=PoolOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
+    engine: EngineOptions = field(default_factory=EngineOptions)
     #: "module:function" producing a video's clips in the workers (advanced; tests inject faults with it).
     producer: str = DEFAULT_PRODUCER
     #: extra keyword arguments for ``producer``.
@@ -357,5 +387,5 @@ def from_namespace(args: argparse.Namespace, **extra: Any) -> EvalConfig:
     return EvalConfig.create(**flat)
 
 
-__all__ = ["GROUPS", "DataOptions", "DecodeOptions", "EvalConfig", "ModelOptions", "OutputOptions", "PoolOptions",
+__all__ = ["GROUPS", "DataOptions", "DecodeOptions", "EngineOptions", "EvalConfig", "ModelOptions", "OutputOptions", "PoolOptions",
            "add_arguments", "from_namespace", "option"]

@@ -32,7 +32,7 @@ from ..scoring._accumulator import TopKAccumulator
 from ..stream._batching import BatchAssembler, BatchMeta, ClipTag
 from ..stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
 from ..video._clips import SOURCES
-from ..video._dataset import list_videos, load_annotation
+from ..video._dataset import list_videos, load_annotation, shard
 from ._config import EvalConfig
 from ._report import RESULT_NAME, VAL_NAME, Report, build_report, load_report, write_outputs
 from ._state import (
@@ -111,6 +111,12 @@ def evaluate(config: EvalConfig | None = None, /, *, session=None, **kwargs) -> 
     if config is not None and kwargs:
         cfg = cfg.replace(**kwargs)
     cfg.check_paths()
+    if cfg.engine.engine == "ray":
+        if session is not None:
+            raise ConfigError("engine='ray' opens one session per shard on the cluster: pass a model, not a session")
+        from ._ray import evaluate_ray
+
+        return evaluate_ray(cfg)
     data, out = cfg.data, cfg.output
     annotation = load_annotation(data.annotation_path)
     if out.output:
@@ -120,6 +126,8 @@ def evaluate(config: EvalConfig | None = None, /, *, session=None, **kwargs) -> 
     items = list_videos(annotation, data.video_path, subset=data.subset, source=SOURCES[data.source].layout)
     if data.limit is not None:
         items = items[: data.limit]
+    if data.shard is not None:
+        items = shard(items, *data.shard)
     # The flag outlives the ExitStack: a signal while workers and the session shut
     # down after the results are written must not turn a complete run into an error.
     with _StopFlag() as stop, ExitStack() as stack:
