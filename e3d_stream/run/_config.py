@@ -387,5 +387,5 @@ def from_namespace(args: argparse.Namespace, **extra: Any) -> EvalConfig:
     return EvalConfig.create(**flat)
 
 
-__all__ = ["GROUPS", "DataOptions", "DecodeOptions", "EngineOptions", "EvalConfig", "ModelOptions", "OutputOptions", "PoolOptions",
-           "add_arguments", "from_namespace", "option"]
+__all__ = ["GROUPS", "DataOptions", "DecodeOptions", "EngineOptions", "EvalConfig", "ModelOptions", "OutputOptions",
+           "PoolOptions", "add_arguments", "from_namespace", "option"]
