@@ -34,6 +34,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, mode: str = 
     except OSError as exc:
         raise _output_error(path, exc) from exc
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (results are shared files)
+        os.fchmod(fd, _mode_for(path))
         with _fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
@@ -67,6 +69,26 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's permissions, or 0666 minus the process umask for a new file."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # Read it, never set it: os.umask() changes process-wide state, even if only for a moment.
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def _output_error(path: Path, exc: OSError) -> OutputError:

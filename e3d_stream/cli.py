@@ -21,6 +21,7 @@ COMMANDS = {
     "postprocess": ("postprocess", "score ais_bench output folders (replaces Efficient-3DCNNs_postprocess.py)"),
     "export": ("export", "convert an upstream .pth to (simplified) ONNX; print ATC commands"),
     "demo": ("demo", "generate a synthetic UCF-101-shaped set and evaluate the bundled model"),
+    "compare": ("compare", "compare two runs: overall and per-class accuracy, videos whose prediction changed"),
 }
 
 EXIT_ERROR = 1

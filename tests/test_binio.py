@@ -179,3 +179,13 @@ def test_read_summary_both_layouts(tmp_path):
     assert new.compute_throughput(4) == pytest.approx(1000 * 4 / 2.5)
     (tmp_path / "out1_summary.json").write_text(json.dumps({"npu_compute_time_list": [[10.0, 12.5], [20.0, 21.0]]}))
     assert read_summary(out).exec_time_ms == (2.5, 1.0)
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path):
+    new = fsutil.atomic_write_text(tmp_path / "new.json", "{}")
+    assert new.stat().st_mode & 0o777 == 0o666 & ~fsutil._umask()
+    existing = tmp_path / "kept.json"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    fsutil.atomic_write_text(existing, "new")
+    assert existing.stat().st_mode & 0o777 == 0o640 and existing.read_text() == "new"

@@ -15,7 +15,10 @@ def test_demo_runs_the_pipeline_and_recognises_the_classes(tmp_path, capsys):
     assert result["top1"] >= 0.9
     assert result["counts"]["excluded"] == 0 and result["counts"]["scored"] == result["counts"]["videos"]
     assert result["session"]["backend"] == "torch"
-    assert "top-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "top-1" in out
+    html = tmp_path / "out" / "report" / "report.html"
+    assert f"report: {html}" in out and "data:image/png;base64," in html.read_text()
 
 
 @pytest.mark.slow

@@ -23,6 +23,8 @@ DEMO_SEED = 7
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_dir", default=None, help="write the videos here and keep them (default: a temp dir)")
     parser.add_argument("--output", default=None, help="folder for result.json and val.json")
+    parser.add_argument("--report", default=None,
+                        help="folder for report.html and its plots (default: OUTPUT/report, or ./e3d_demo_report)")
     parser.add_argument("--videos_per_class", type=int, default=4)
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="seed of the generated videos")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..video._demo_data import make_demo_dataset
 
     meta = json.loads((ASSETS / "demo_model.json").read_text())
+    report_dir = args.report or str(Path(args.output) / "report" if args.output else Path("e3d_demo_report"))
     model = ASSETS / "demo_model.pth"
     with tempfile.TemporaryDirectory(prefix="e3d_demo_") as tmp:
         root = Path(args.data_dir or tmp)
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = EvalConfig.create(video_path=str(data.video_root), annotation_path=str(data.annotation_path),
                          model=str(model), backend=args.backend, batch_size=args.batch_size,
                          workers=args.workers, queue_depth=args.queue_depth, source=args.source,
-                         output=args.output, arch_options=arch, threads=1,
+                         output=args.output, report=report_dir, overwrite=True, arch_options=arch, threads=1,
                          progress=not args.no_progress and sys.stderr.isatty())
         report = evaluate(cfg)
     print(report.summary())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._config import EvalConfig
 from ._evaluate import evaluate
-from ._report import Report
+from ._html import write_report
+from ._report import Report, load_report
 
-__all__ = ["EvalConfig", "Report", "evaluate"]
+__all__ = ["EvalConfig", "Report", "evaluate", "load_report", "write_report"]

@@ -214,6 +214,7 @@ class OutputOptions(_Group):
                                    choices=_compat_modes)
     topk: int = option(10, "classes kept per video in val.json", check="positive")
     strict: bool = option(False, "any failed or truncated video is a fatal error")
+    report: str | None = option(None, "also write report.html (self-contained), per_class.csv and plots here")
     checkpoint_every: float = option(30.0, "seconds between resume checkpoints (0: after every batch)",
                                      check="non_negative_number")
     progress: bool = option(False, "show a progress bar", cli=False)
@@ -338,7 +339,7 @@ class EvalConfig:
         if not Path(self.data.annotation_path).is_file():
             raise ConfigError(f"annotation not found: {self.data.annotation_path}")
         o = self.output
-        for folder in (o.output, o.dump_bins, None if o.info_path is None else str(Path(o.info_path).parent)):
+        for folder in (o.output, o.dump_bins, o.report, None if o.info_path is None else str(Path(o.info_path).parent)):
             if folder:
                 make_output_dir(folder)
 

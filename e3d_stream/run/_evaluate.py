@@ -34,7 +34,7 @@ from ..stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFaile
 from ..video._clips import SOURCES
 from ..video._dataset import list_videos, load_annotation, shard
 from ._config import EvalConfig
-from ._report import RESULT_NAME, VAL_NAME, Report, build_report, load_report, write_outputs
+from ._report import RESULT_NAME, VAL_NAME, Report, build_report, load_report, per_class_summary, write_outputs
 from ._state import (
     CHECKPOINT_NAME,
     COMPLETE,
@@ -111,23 +111,38 @@ def evaluate(config: EvalConfig | None = None, /, *, session=None, **kwargs) -> 
     if config is not None and kwargs:
         cfg = cfg.replace(**kwargs)
     cfg.check_paths()
-    if cfg.engine.engine == "ray":
-        if session is not None:
-            raise ConfigError("engine='ray' opens one session per shard on the cluster: pass a model, not a session")
-        from ._ray import evaluate_ray
-
-        return evaluate_ray(cfg)
-    data, out = cfg.data, cfg.output
+    data = cfg.data
     annotation = load_annotation(data.annotation_path)
-    if out.output:
-        done = _prepare_output(cfg, annotation)
-        if done is not None:
-            return done
     items = list_videos(annotation, data.video_path, subset=data.subset, source=SOURCES[data.source].layout)
     if data.limit is not None:
         items = items[: data.limit]
     if data.shard is not None:
         items = shard(items, *data.shard)
+    if cfg.engine.engine == "ray":
+        if session is not None:
+            raise ConfigError("engine='ray' opens one session per shard on the cluster: pass a model, not a session")
+        from ._ray import evaluate_ray
+
+        report = evaluate_ray(cfg)
+    else:
+        report = _evaluate_local(cfg, annotation, items, session)
+    truth = {it.video_id: it.label_index for it in items}
+    if not report.per_class:
+        report = dataclasses.replace(report, per_class=per_class_summary(report.results, truth, annotation.labels))
+    if cfg.output.report:
+        from ._html import write_report
+
+        paths = write_report(cfg.output.report, report.to_dict(), report.results, truth, annotation.labels)
+        report = dataclasses.replace(report, notes=(*report.notes, f"report: {paths['html']}"))
+    return report
+
+
+def _evaluate_local(cfg: EvalConfig, annotation, items, session) -> Report:
+    """One host: decode pool, session, accumulator; the output folder's protocol."""
+    if cfg.output.output:
+        done = _prepare_output(cfg, annotation)
+        if done is not None:
+            return done
     # The flag outlives the ExitStack: a signal while workers and the session shut
     # down after the results are written must not turn a complete run into an error.
     with _StopFlag() as stop, ExitStack() as stack:

@@ -17,6 +17,7 @@ from .._fsutil import atomic_write_json
 from ..errors import ConfigError
 from ..ledger import Failure
 from ..scoring._metrics import clip_accuracy, read_val_json, video_accuracy, write_val_json
+from ..scoring._perclass import per_class_stats
 
 RESULT_NAME = "result.json"
 VAL_NAME = "val.json"
@@ -51,6 +52,10 @@ class Report:
     top5_k: int = 5
     #: things the user should know about how the run ended (e.g. a signal after completion)
     notes: tuple[str, ...] = ()
+    #: per-class accuracy (``PerClassStats.to_dict()`` without the matrix): mean class accuracy and each class
+    per_class: dict = field(default_factory=dict, repr=False)
+    #: video_id -> true class index of every evaluated video (the accuracy's denominator)
+    truth: Mapping[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def excluded(self) -> list[str]:
@@ -73,6 +78,9 @@ class Report:
                 "peak_open_videos": self.throughput.get("peak_open_videos", 0),
             },
             "clip_top1": self.clip_top1,
+            "mean_class_top1": self.per_class.get("mean_class_top1"),
+            "mean_class_top5": self.per_class.get("mean_class_top5"),
+            "per_class": self.per_class.get("classes", []),
             "failures": [f.to_dict() for f in self.failures],
             "timings_s": self.timings,
             "throughput": self.throughput,
@@ -88,6 +96,8 @@ class Report:
             f"videos {self.n_videos}  scored {self.n_scored}  excluded {len(self.excluded)}  clips {self.n_clips}",
             f"top-1 {self.top1:.5f} ({self.hits.get('1', 0)}/{self.n_videos})   "
             f"top-5 {self.top5:.5f} ({self.hits.get('5', 0)}/{self.n_videos})"
+            + (f"   mean class top-1 {self.per_class['mean_class_top1']:.5f}"
+               if self.per_class.get("mean_class_top1") is not None else "")
             + (f"   clip top-1 {self.clip_top1:.5f}" if self.clip_top1 is not None else ""),
             f"end-to-end {t.get('end_to_end_clips_per_s', 0):.1f} clips/s   compute-only "
             f"{t.get('compute_clips_per_s', 0):.1f} clips/s (1000*B/mean ms, B={t.get('batch_size')})   "
@@ -120,7 +130,9 @@ def load_report(folder: str | Path, labels: Sequence[str], *, note: str = "") ->
             results=read_val_json(folder / VAL_NAME, labels), labels=tuple(labels),
             timings=d["timings_s"], throughput=d["throughput"], config=d["config"], session=d["session"],
             versions=d["versions"], dropped_clips=counts["dropped_clips"], top5_k=d.get("top5_k", 5),
-            notes=(note,) if note else ())
+            notes=(note,) if note else (), per_class={"mean_class_top1": d.get("mean_class_top1"),
+                                                      "mean_class_top5": d.get("mean_class_top5"),
+                                                      "classes": d.get("per_class", [])})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot read the results in {folder}: {exc}") from exc
 
@@ -172,7 +184,15 @@ def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, 
         clip_top1=clips.top1 if clips.total else None,
         failures=tuple(failures), results=results, labels=tuple(annotation.labels),
         timings=timings, throughput=throughput, config=cfg.to_dict(), session=session.describe(),
-        versions=versions(), dropped_clips=dropped_clips)
+        versions=versions(), dropped_clips=dropped_clips, truth=truth,
+        per_class=per_class_summary(results, truth, annotation.labels))
+
+
+def per_class_summary(results: Mapping[str, Any], truth: Mapping[str, int], labels: Sequence[str]) -> dict:
+    """What result.json keeps of :func:`per_class_stats` (the confusion matrix stays in the report folder)."""
+    stats = per_class_stats(results, truth, labels).to_dict()
+    stats.pop("confusion", None)
+    return stats
 
 
 def write_outputs(report: Report, folder: str | Path) -> None:

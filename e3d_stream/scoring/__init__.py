@@ -13,7 +13,9 @@ from ._metrics import (
                        write_val_json,
 )
 from ._numerics import SOFTMAX_BACKENDS, reference_mean, softmax, topk_order
+from ._perclass import ClassStats, PerClassStats, per_class_stats
 
-__all__ = ["COMPAT_MODES", "SOFTMAX_BACKENDS", "AccuracyReport", "TopKAccumulator", "VideoResult", "clip_accuracy",
+__all__ = ["COMPAT_MODES", "SOFTMAX_BACKENDS", "AccuracyReport", "ClassStats", "PerClassStats", "TopKAccumulator",
+           "VideoResult", "clip_accuracy", "per_class_stats",
            "ground_truth_from_annotation", "read_val_json", "reference_mean", "softmax", "topk_order",
            "video_accuracy", "write_val_json"]
