@@ -162,6 +162,8 @@ def test_result_json_says_what_top5_counts(small_set, tmp_path):
                       output=str(tmp_path / "out"), session_options={"ms_per_clip": 0.0})
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["top5_k"] == report.top5_k == 1
+    from e3d_stream.video._transforms import resize_kernel
+    assert result["preprocess"] == {"resize": "exact", "kernel": resize_kernel("exact")}
     assert "top-5 counts top-1" in report.summary()
 
 

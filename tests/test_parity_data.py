@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
+from e3d_stream.video import _transforms
 from e3d_stream.video._clips import iter_video_clips
 from e3d_stream.video._transforms import normalize_clip
+
+
+@pytest.fixture(params=["jit", "pillow"])
+def exact_kernel(request, monkeypatch):
+    """Run a test once with the compiled exact kernel and once with Pillow: both must give the reference bytes."""
+    if request.param == "jit":
+        pytest.importorskip("numba")
+        assert _transforms.jit_kernel() is not None
+        assert _transforms.resize_kernel("exact") == "numba-pillow13-bilinear"
+    else:
+        monkeypatch.setattr(_transforms, "_JIT", False)
+        assert _transforms.resize_kernel("exact").startswith("pillow")
+    return request.param
 
 
 def _check(fixtures_dir, expected, ref_clips, source, key, hash_key):
@@ -22,9 +38,9 @@ def _check(fixtures_dir, expected, ref_clips, source, key, hash_key):
     assert seen == 19
 
 
-def test_rawframes_bins_equal_the_reference_jpeg_path(fixtures_dir, expected, ref_clips):
+def test_rawframes_bins_equal_the_reference_jpeg_path(fixtures_dir, expected, ref_clips, exact_kernel):
     _check(fixtures_dir, expected, ref_clips, "rawframes", "rawframes_dir", "jpeg")
 
 
-def test_direct_decode_equals_the_bitexact_png_path(fixtures_dir, expected, ref_clips):
+def test_direct_decode_equals_the_bitexact_png_path(fixtures_dir, expected, ref_clips, exact_kernel):
     _check(fixtures_dir, expected, ref_clips, "direct", "file", "png_bitexact")

@@ -33,6 +33,7 @@ from ..stream._batching import BatchAssembler, BatchMeta, ClipTag
 from ..stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
 from ..video._clips import SOURCES
 from ..video._dataset import list_videos, load_annotation, shard
+from ..video._transforms import warm_up
 from ._config import EvalConfig
 from ._report import RESULT_NAME, VAL_NAME, Report, build_report, load_report, per_class_summary, write_outputs
 from ._state import (
@@ -275,6 +276,8 @@ class _Run:
             submit=lambda buf, meta: self._consume(runner.submit(buf, meta.n_valid, meta)),
             drop_last=out.compat == "modelzoo",
             on_batch=[self._dump] if self.bins else [])
+        # compile (or load) the exact kernel once here, so no worker pays the JIT compile
+        self.warm_up_s = warm_up(cfg.decode.resize)
         pool = self.stack.enter_context(ClipPool(PoolConfig(
             workers=cfg.pool.workers, queue_depth=cfg.pool.queue_depth, start_method=cfg.pool.start_method,
             video_timeout=cfg.decode.video_timeout, producer=cfg.producer,

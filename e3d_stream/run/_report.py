@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..ledger import Failure
 from ..scoring._metrics import clip_accuracy, read_val_json, video_accuracy, write_val_json
 from ..scoring._perclass import per_class_stats
+from ..video._transforms import resize_kernel
 
 RESULT_NAME = "result.json"
 VAL_NAME = "val.json"
@@ -54,6 +55,8 @@ class Report:
     notes: tuple[str, ...] = ()
     #: per-class accuracy (``PerClassStats.to_dict()`` without the matrix): mean class accuracy and each class
     per_class: dict = field(default_factory=dict, repr=False)
+    #: how frames were resized: the --resize mode and the kernel that computed it
+    preprocess: dict = field(default_factory=dict)
     #: video_id -> true class index of every evaluated video (the accuracy's denominator)
     truth: Mapping[str, int] = field(default_factory=dict, repr=False)
 
@@ -84,6 +87,7 @@ class Report:
             "failures": [f.to_dict() for f in self.failures],
             "timings_s": self.timings,
             "throughput": self.throughput,
+            "preprocess": self.preprocess,
             "config": self.config,
             "session": self.session,
             "versions": self.versions,
@@ -130,9 +134,9 @@ def load_report(folder: str | Path, labels: Sequence[str], *, note: str = "") ->
             results=read_val_json(folder / VAL_NAME, labels), labels=tuple(labels),
             timings=d["timings_s"], throughput=d["throughput"], config=d["config"], session=d["session"],
             versions=d["versions"], dropped_clips=counts["dropped_clips"], top5_k=d.get("top5_k", 5),
-            notes=(note,) if note else (), per_class={"mean_class_top1": d.get("mean_class_top1"),
-                                                      "mean_class_top5": d.get("mean_class_top5"),
-                                                      "classes": d.get("per_class", [])})
+            notes=(note,) if note else (), preprocess=d.get("preprocess", {}),
+            per_class={"mean_class_top1": d.get("mean_class_top1"), "mean_class_top5": d.get("mean_class_top5"),
+                       "classes": d.get("per_class", [])})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot read the results in {folder}: {exc}") from exc
 
@@ -141,7 +145,7 @@ def versions() -> dict:
     """Versions of what decides the numbers (for result.json)."""
     out = {"e3d_stream": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
            "numpy": np.__version__}
-    for name in ("av", "PIL", "torch", "onnxruntime"):
+    for name in ("av", "PIL", "torch", "onnxruntime", "numba"):
         mod = sys.modules.get(name)
         if mod is not None:
             out[name] = getattr(mod, "__version__", "?")
@@ -185,6 +189,7 @@ def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, 
         failures=tuple(failures), results=results, labels=tuple(annotation.labels),
         timings=timings, throughput=throughput, config=cfg.to_dict(), session=session.describe(),
         versions=versions(), dropped_clips=dropped_clips, truth=truth,
+        preprocess={"resize": cfg.decode.resize, "kernel": resize_kernel(cfg.decode.resize)},
         per_class=per_class_summary(results, truth, annotation.labels))
 
 

@@ -21,6 +21,7 @@ from ..stream._batching import BatchAssembler, ClipTag
 from ..stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
 from ..video._clips import SOURCES
 from ..video._dataset import detect_source, list_videos, load_annotation
+from ..video._transforms import warm_up
 from ._binio import BinWriter
 
 
@@ -64,6 +65,7 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
     todo = [it for it in items if not it.missing]
     make_output_dir(output_path)
     make_output_dir(Path(info_path).parent)
+    warm_up(resize)  # compile the exact kernel once, before the workers start
     writer = BinWriter(output_path, info_path, batch_size=batch_size, tail=tail)
     buffer = np.empty((batch_size, *CLIP_SHAPE), np.float32)  # written synchronously: one is enough
     assembler = BatchAssembler(batch_size, acquire=lambda: buffer, submit=lambda buf, meta: None,

@@ -34,7 +34,7 @@ from ..errors import ConfigError, DecodeError, UsageError
 from ._dataset import VideoItem
 from ._decode import DecodeLimits, VideoFrames, iter_rawframes
 from ._sampling import get_policy, iter_windows
-from ._transforms import check_resize, preprocess_frame, stack_clip
+from ._transforms import check_resize, preprocess_planar, stack_clip
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class ClipStream:
         pre = self._preprocessed(counter.count(frames))
         for window in iter_windows(pre, policy=self.policy):
             self.n_clips += 1
-            yield stack_clip(window)
+            yield stack_clip(window, planar=True)
         self.n_frames = counter.n
         if self._meta is not None:
             self.warning = self._meta.warning
@@ -131,10 +131,11 @@ class ClipStream:
             raise DecodeError(f"{self.path}: no frames", reason=ledger.ZERO_FRAMES, n_frames=0)
 
     def _preprocessed(self, frames: Iterator[Any]) -> Iterator[np.ndarray]:
+        # Planar (3, 112, 112) frames: the clip's own layout, so stacking is plane copies.
         last_in = last_out = None
         for frame in frames:
             if frame is not last_in:  # the CLI's duplicated frames are the same object: reuse
-                last_in, last_out = frame, preprocess_frame(frame, resize=self.resize)
+                last_in, last_out = frame, preprocess_planar(frame, resize=self.resize)
             yield last_out
 
 

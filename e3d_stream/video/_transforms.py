@@ -32,7 +32,9 @@ filter centres by rounding errors.)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -67,6 +69,14 @@ def _as_image(frame: np.ndarray | Image.Image) -> Image.Image:
 
 
 def _exact(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
+    """The compiled kernel when numba is installed, else Pillow: the same bytes either way."""
+    jit = jit_kernel()
+    if jit is not None:
+        return jit.resize_crop(np.asarray(frame), size=size)
+    return _exact_pillow(frame, size)
+
+
+def _exact_pillow(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
     img = _as_image(frame)
     w, h = img.size
     target = scaled_size(w, h, size)
@@ -119,18 +129,83 @@ def _fast(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
     return arr[y1:y1 + size, x1:x1 + size]
 
 
-#: name -> (function, bit-exact with the reference?); feeds ``--resize`` choices.
+#: name -> (function, bit-exact with the reference?); "exact" and "fast" are the ``--resize`` choices,
+#: "pillow" (exact through Pillow alone) and "naive" (the reference's literal sequence) serve tests and benchmarks.
 RESIZERS: dict[str, tuple[Callable[[np.ndarray | Image.Image, int], np.ndarray], bool]] = {
     "exact": (_exact, True),
+    "pillow": (_exact_pillow, True),
     "naive": (_naive, True),
     "fast": (_fast, False),
 }
+#: the ``--resize`` choices
+PUBLIC_RESIZERS = ("exact", "fast")
+
+_JIT: Any = None   # the kernel module once loaded; False when numba is missing or disabled
+
+
+def jit_kernel() -> Any:
+    """The compiled exact kernel module (:mod:`._resample_jit`), or None without numba.
+
+    Imported on first use, so ``import e3d_stream`` never pays for numba. Set
+    ``E3D_EXACT_KERNEL=pillow`` to force Pillow (for comparisons).
+    """
+    global _JIT
+    if _JIT is None:
+        _JIT = False
+        if os.environ.get("E3D_EXACT_KERNEL", "auto") != "pillow":
+            try:
+                from . import _resample_jit
+            except ImportError:
+                pass
+            else:
+                if _resample_jit.available():
+                    _JIT = _resample_jit
+    return _JIT or None
+
+
+def resize_kernel(resize: str) -> str:
+    """What computes ``resize`` in this environment (for result.json): a kernel name."""
+    check_resize(resize)
+    if resize == "exact":
+        jit = jit_kernel()
+        return jit.KERNEL_NAME if jit is not None else "pillow-bilinear (split passes)"
+    return {"pillow": "pillow-bilinear (split passes)", "naive": "pillow-bilinear (reference sequence)",
+            "fast": "opencv area + bilinear (approximate)"}[resize]
+
+
+def warm_up(resize: str) -> float:
+    """Compile or load the exact kernel before worker processes start; seconds spent (0 when not used).
+
+    numba caches the machine code on disk (``cache=True``): after this call in
+    the parent, each spawned worker loads it in a fraction of a second instead
+    of compiling for seconds.
+    """
+    jit = jit_kernel() if resize == "exact" else None
+    return jit.warm_up() if jit is not None else 0.0
 
 
 def check_resize(name: str) -> None:
     """ConfigError unless ``name`` is a key of :data:`RESIZERS`."""
     if name not in RESIZERS:
         raise ConfigError(f"unknown resize {name!r}; choose one of {sorted(RESIZERS)}")
+
+
+def preprocess_planar(rgb: np.ndarray | Image.Image, *, size: int = SAMPLE_SIZE, resize: str = "exact",
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """Like :func:`preprocess_frame`, but channel-planar (3, size, size): the layout of a clip's frame.
+
+    With the compiled exact kernel the planes are written directly (no
+    interleave, no transposing copy when stacking); otherwise the (H, W, 3)
+    result is transposed into ``out``.
+    """
+    if out is None:
+        out = np.empty((3, size, size), np.uint8)
+    jit = jit_kernel() if resize == "exact" else None
+    if jit is not None:
+        jit.resize_crop_into(np.asarray(rgb), out)
+        return out
+    out[...] = preprocess_frame(rgb, size=size, resize=resize).transpose(2, 0, 1)
+    return out
 
 
 def preprocess_frame(rgb: np.ndarray | Image.Image, *, size: int = SAMPLE_SIZE, resize: str = "exact") -> np.ndarray:
@@ -143,14 +218,22 @@ def preprocess_frame(rgb: np.ndarray | Image.Image, *, size: int = SAMPLE_SIZE, 
     return RESIZERS[resize][0](rgb, size)
 
 
-def stack_clip(frames: Sequence[np.ndarray], *, out: np.ndarray | None = None) -> np.ndarray:
-    """Stack ``T`` preprocessed (H, W, 3) frames into one (3, T, H, W) uint8 clip (C, T, H, W)."""
+def stack_clip(frames: Sequence[np.ndarray], *, out: np.ndarray | None = None, planar: bool = False) -> np.ndarray:
+    """Stack ``T`` preprocessed frames into one (3, T, H, W) uint8 clip (C, T, H, W).
+
+    Frames are (H, W, 3), or (3, H, W) with ``planar=True`` (from :func:`preprocess_planar`:
+    then each frame is three plain plane copies).
+    """
     t = len(frames)
-    h, w = frames[0].shape[:2]
+    h, w = frames[0].shape[1:] if planar else frames[0].shape[:2]
     if out is None:
         out = np.empty((3, t, h, w), np.uint8)
     elif out.shape != (3, t, h, w) or out.dtype != np.uint8:
         raise ConfigError(f"out must be uint8 {(3, t, h, w)}, got {out.dtype} {out.shape}")
+    if planar:
+        for i, frame in enumerate(frames):
+            out[:, i] = frame
+        return out
     view = out.transpose(1, 2, 3, 0)  # (T, H, W, C) view of the CTHW buffer
     for i, frame in enumerate(frames):
         view[i] = frame
@@ -182,5 +265,6 @@ def normalize_clip(clip: np.ndarray) -> np.ndarray:
     return normalize_into(np.empty(clip.shape, np.float32), clip)
 
 
-__all__ = ["CLIP_SHAPE", "RESIZERS", "check_resize", "crop_origin", "normalize_clip", "normalize_into",
-           "preprocess_frame", "scaled_size", "stack_clip"]
+__all__ = ["CLIP_SHAPE", "PUBLIC_RESIZERS", "RESIZERS", "check_resize", "crop_origin", "jit_kernel",
+           "normalize_clip", "normalize_into", "preprocess_frame", "preprocess_planar", "resize_kernel",
+           "scaled_size", "stack_clip", "warm_up"]
