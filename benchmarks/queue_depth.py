@@ -69,9 +69,9 @@ def run_point(cfg: EvalConfig, repeats: int, reference: dict | None) -> tuple[di
         rows.append({"clips": rep.n_clips, "wall_s": t["wall"], "end_to_end_clips_per_s": tp["end_to_end_clips_per_s"],
                      "device_busy_fraction": tp["device_busy_fraction"],
                      "compute_clips_per_s": tp["compute_clips_per_s"],
-                     "consumer_waited_on_empty_queue_s": t["consumer_waited_on_empty_queue"],
-                     "producers_waited_on_full_queue_s": t["producers_waited_on_full_queue"],
-                     "decode_worker_busy_s": t["decode_worker_busy"], "peak_queue_fill": tp["peak_queue_fill"]})
+                     "consumer_waited_on_empty_queue_s": t["consumer_waited_for_batches"],
+                     "producers_waited_on_full_queue_s": t["producers_waited_for_rows"],
+                     "decode_worker_busy_s": t["decode_worker_busy"], "peak_queue_fill": tp["peak_ring_buffers_used"]})
     med = {k: median_of([r[k] for r in rows]) for k in rows[0]}
     return med, top1
 

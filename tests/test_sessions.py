@@ -89,8 +89,9 @@ def test_missing_package_names_the_extra(monkeypatch, tmp_path):
 
 def test_simulated_logits_are_deterministic_and_input_dependent():
     x = clips(3)
-    with open_session(None, backend="simulated", ms_per_clip=0.0) as a, \
-            open_session(None, backend="simulated", ms_per_clip=0.0, num_classes=7) as b:
+    f32 = {"input_dtype": "float32"}   # clips() are normalised float32 clips
+    with open_session(None, backend="simulated", ms_per_clip=0.0, **f32) as a, \
+            open_session(None, backend="simulated", ms_per_clip=0.0, num_classes=7, **f32) as b:
         first = a.run(x)
         assert first.shape == (3, 101) and first.dtype == np.float32
         np.testing.assert_array_equal(a.run(x), first)
@@ -100,12 +101,13 @@ def test_simulated_logits_are_deterministic_and_input_dependent():
         shifted[:, 0, 5] += 30.0                                        # change one frame of one channel
         assert not np.allclose(a.run(shifted), first)
         assert b.run(x).shape == (3, 7) and b.num_classes == 7
-    with open_session(None, backend="simulated", seed=1) as c:
+    with open_session(None, backend="simulated", seed=1, **f32) as c:
         assert not np.allclose(c.run(x), first)
 
 
 def test_simulated_latency_and_static_batch_padding():
-    with open_session(None, backend="simulated", ms_per_clip=5.0, batch_overhead_ms=10.0, fixed_batch=4) as s:
+    with open_session(None, backend="simulated", ms_per_clip=5.0, batch_overhead_ms=10.0, fixed_batch=4,
+                      input_dtype="float32") as s:
         full = s.run(clips(4))
         short = s.run(clips(4)[:3])
         np.testing.assert_array_equal(short, full[:3])  # padding rows do not leak into real ones
@@ -121,7 +123,7 @@ def test_simulated_latency_and_static_batch_padding():
 
 
 def test_session_lifecycle():
-    s = open_session(None, backend="simulated", ms_per_clip=0.0)
+    s = open_session(None, backend="simulated", ms_per_clip=0.0, input_dtype="float32")
     with pytest.raises(SessionError, match="float32"):
         s.run(clips(2).astype(np.float64))
     staged = s.upload(clips(2))
@@ -204,7 +206,7 @@ def test_onnx_unfit_models_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"expected \(N, 3, 16, 112, 112\)"):
         open_session(tmp_path / "short.onnx")
     make_onnx(tmp_path / "double.onnx", elem=TensorProto.DOUBLE)
-    with pytest.raises(ConfigError, match="float64; expected float32"):
+    with pytest.raises(ConfigError, match="float64; expected one of float32, uint8"):
         open_session(tmp_path / "double.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ConfigError, match="cannot load"):
@@ -268,7 +270,7 @@ def test_torch_module_matches_plain_forward(torch1, memory_format):
     net = tiny_net(torch1)
     x = clips(3, seed=1)
     expected = plain_forward(torch1, net, x)
-    with open_session(net, threads=1, memory_format=memory_format) as s:
+    with open_session(net, threads=1, memory_format=memory_format, input_dtype="float32") as s:
         assert (s.backend, s.num_classes, s.fixed_batch) == ("torch", 6, None)
         got = s.run(x)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
@@ -301,7 +303,8 @@ def test_torch_checkpoint_file_matches_its_model(torch1, tmp_path):
     path = save_checkpoint(net, tmp_path / "tiny.pth", arch="mobilenetv2")
     x = clips(2, seed=7)
     expected = plain_forward(torch1, net, x)
-    with open_session(path, threads=1, width_mult=0.25) as s:  # arch options reach load_checkpoint
+    # arch options reach load_checkpoint
+    with open_session(path, threads=1, width_mult=0.25, input_dtype="float32") as s:
         assert s.backend == "torch" and s.num_classes == 7
         got = s.run(x)
         info = s.describe()
@@ -318,7 +321,7 @@ def test_torch_fixture_checkpoint_double_buffered(torch1, fixtures_dir):
     net, _ = load_checkpoint(path)
     x = clips(3, seed=11)
     expected = plain_forward(torch1, net, x)
-    with open_session(path, threads=1) as s:
+    with open_session(path, threads=1, input_dtype="float32") as s:
         got = []
         with DoubleBuffer(s, 2) as runner:
             for start in (0, 2):
@@ -353,3 +356,31 @@ def test_torch_cuda_matches_cpu_and_double_buffers(torch1):
         assert all(ms > 0 for ms in s.compute_ms)
     np.testing.assert_allclose(np.concatenate([g for _, g in got]), expected, rtol=0,
                                atol=1e-3 * np.abs(expected).max())
+
+
+def raw_clips(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, 16, 112, 112), dtype=np.uint8)
+
+
+def host_normalised(x: np.ndarray) -> np.ndarray:
+    from e3d_stream.constants import MEAN_RGB_F32
+
+    return np.subtract(x, MEAN_RGB_F32.reshape(1, 3, 1, 1, 1), dtype=np.float32)
+
+
+def test_uint8_sessions_give_the_logits_of_the_host_normalised_batch():
+    x = raw_clips(3, seed=5)
+    with open_session(None, backend="simulated", ms_per_clip=0.0) as u, \
+            open_session(None, backend="simulated", ms_per_clip=0.0, input_dtype="float32") as f:
+        assert (u.input_dtype, f.input_dtype) == ("uint8", "float32")
+        np.testing.assert_array_equal(u.run(x), f.run(host_normalised(x)))
+        with pytest.raises(SessionError, match="batch must be uint8"):
+            u.run(host_normalised(x))
+
+
+def test_torch_normalises_uint8_clips_where_the_model_runs(torch1):
+    net = tiny_net(torch1)
+    x = raw_clips(2, seed=9)
+    with open_session(net, threads=1) as u, open_session(net, threads=1, input_dtype="float32") as f:
+        assert u.input_dtype == "uint8" and u.describe()["input"]["dtype"] == "uint8"
+        np.testing.assert_array_equal(u.run(x), f.run(host_normalised(x)))   # the same float32 arithmetic

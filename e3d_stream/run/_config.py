@@ -159,7 +159,8 @@ class ModelOptions(_Group):
 
     model: str | None = option(None, ".onnx, .pth or .om (not needed for --backend simulated)")
     backend: str | None = option(None, "default: from the model's extension", choices=_backends)
-    device: str | None = option(None, "cpu, cuda[:N] or npu[:N] (default: cpu; npu:0 for .om)")
+    device: str | None = option(None, "cpu, cuda[:N], npu[:N], or a list of them (cuda:0,cuda:1; sim:0,sim:1 for "
+                                "the simulated backend): one session per device (default: cpu; npu:0 for .om)")
     batch_size: int | None = option(None, "clips per inference batch (default: the model's static batch, else 16)",
                                     check="positive_or_none")
     threads: int | None = option(None, "inference threads (CPU backends)", check="positive_or_none")
@@ -169,9 +170,9 @@ class ModelOptions(_Group):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.device is not None:
-            from ..sessions import parse_device
+            from ..sessions import split_devices
 
-            parse_device(self.device)
+            split_devices(self.device)
 
 
 @dataclass(frozen=True)

@@ -26,21 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import ledger
 from ..errors import ConfigError, DecodeError, PipelineInterrupted
 from ..scoring._accumulator import TopKAccumulator
-from ..stream._batching import BatchAssembler, BatchMeta, ClipTag
-from ..stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
+from ..sessions._runner import DeviceRunner
+from ..stream._loader import Batch, ClipLoader, Position
+from ..stream._pool import VideoEnd, VideoFailed
 from ..video._clips import SOURCES
 from ..video._dataset import list_videos, load_annotation, shard
-from ..video._transforms import warm_up
+from ..video._decode import DecodeLimits
+from ..video._transforms import normalize_into
 from ._config import EvalConfig
 from ._report import RESULT_NAME, VAL_NAME, Report, build_report, load_report, per_class_summary, write_outputs
 from ._state import (
     CHECKPOINT_NAME,
     COMPLETE,
     EMPTY,
-    Position,
     RunState,
     check_fingerprint,
     folder_status,
@@ -147,22 +150,30 @@ def _evaluate_local(cfg: EvalConfig, annotation, items, session) -> Report:
     # The flag outlives the ExitStack: a signal while workers and the session shut
     # down after the results are written must not turn a complete run into an error.
     with _StopFlag() as stop, ExitStack() as stack:
-        if session is None:
-            from ..sessions import open_session
-
-            m = cfg.model
-            options = dict(m.arch_options, **m.session_options)
-            if m.backend == "simulated":
-                options.setdefault("num_classes", len(annotation.labels))
-            session = stack.enter_context(open_session(
-                m.model, backend=m.backend, device=m.device, batch_size=m.batch_size,
-                threads=m.threads, **options))
-        report = _Run(cfg, annotation, items, session, stack, stop).execute()
+        sessions = [session] if session is not None else _open_sessions(cfg, annotation, stack)
+        report = _Run(cfg, annotation, items, sessions, stack, stop).execute()
     if stop.late_signum is not None:
         name = signal.Signals(stop.late_signum).name
         report = dataclasses.replace(report, notes=(*report.notes, f"{name} arrived after the results were "
                                                     f"written: the run is complete"))
     return report
+
+
+def _open_sessions(cfg: EvalConfig, annotation, stack: ExitStack) -> list:
+    """One session per device of ``--device`` (a comma-separated list), all of one model."""
+    from ..sessions import open_session, split_devices
+
+    m = cfg.model
+    options = dict(m.arch_options, **m.session_options)
+    if m.backend == "simulated":
+        options.setdefault("num_classes", len(annotation.labels))
+    sessions = [stack.enter_context(open_session(m.model, backend=m.backend, device=device,
+                                                 batch_size=m.batch_size, threads=m.threads, **options))
+                for device in split_devices(m.device)]
+    kinds = {(s.input_dtype, s.fixed_batch, s.num_classes) for s in sessions}
+    if len(kinds) > 1:
+        raise ConfigError(f"the sessions of {m.device} disagree on input dtype / static batch / classes: {kinds}")
+    return sessions
 
 
 def _prepare_output(cfg: EvalConfig, annotation) -> Report | None:
@@ -201,11 +212,13 @@ def _prepare_output(cfg: EvalConfig, annotation) -> Report | None:
 class _Run:
     """One evaluation: state shared by the event handlers below."""
 
-    def __init__(self, cfg: EvalConfig, annotation, items, session, stack: ExitStack, stop: _StopFlag) -> None:
-        self.cfg, self.annotation, self.items, self.session = cfg, annotation, items, session
+    def __init__(self, cfg: EvalConfig, annotation, items, sessions: list, stack: ExitStack,
+                 stop: _StopFlag) -> None:
+        self.cfg, self.annotation, self.items, self.sessions = cfg, annotation, items, sessions
+        self.session = sessions[0]
         self.stop = stop
-        self.batch_size = session.fixed_batch or cfg.model.batch_size or DEFAULT_BATCH
-        num_classes = session.num_classes or len(annotation.labels)
+        self.batch_size = self.session.fixed_batch or cfg.model.batch_size or DEFAULT_BATCH
+        num_classes = self.session.num_classes or len(annotation.labels)
         if num_classes != len(annotation.labels):
             raise ConfigError(f"the model has {num_classes} classes but the annotation lists "
                               f"{len(annotation.labels)} labels")
@@ -214,7 +227,7 @@ class _Run:
         self.failures: list[ledger.Failure] = []
         self.failed_ids: set[str] = set()
         self.position = Position()
-        self.last_meta: BatchMeta | None = None
+        self.last_batch: Batch | None = None
         self.peak_open = 0
         self.progress = _Progress()
         self.stack = stack
@@ -253,79 +266,64 @@ class _Run:
 
     # -- the run -----------------------------------------------------------------------
     def execute(self) -> Report:
-        from ..sessions import DoubleBuffer
-
-        cfg = self.cfg
-        start = self.position.video_index
-        todo = []
-        for index in range(start, len(self.items)):
-            item = self.items[index]
-            if item.path is None:
-                if item.video_id not in self.failed_ids:
-                    self._record(item.failure())
-                continue
-            todo.append(item)
-        runner = self.stack.enter_context(closing(DoubleBuffer(self.session, self.batch_size)))
-        out = cfg.output
+        cfg, out = self.cfg, self.cfg.output
+        depth = 2   # batches in flight per device: upload k+1 while k computes
+        runner = self.stack.enter_context(closing(DeviceRunner(self.sessions, depth=depth)))
+        self.runner = runner
         if out.dump_bins:
             from ..seed._binio import BinWriter
 
             self.bins = BinWriter(out.dump_bins, out.info_path, batch_size=self.batch_size, tail=out.bins_tail)
-        assembler = BatchAssembler(
-            self.batch_size, acquire=runner.acquire,
-            submit=lambda buf, meta: self._consume(runner.submit(buf, meta.n_valid, meta)),
-            drop_last=out.compat == "modelzoo",
-            on_batch=[self._dump] if self.bins else [])
-        # compile (or load) the exact kernel once here, so no worker pays the JIT compile
-        self.warm_up_s = warm_up(cfg.decode.resize)
-        pool = self.stack.enter_context(ClipPool(PoolConfig(
-            workers=cfg.pool.workers, queue_depth=cfg.pool.queue_depth, start_method=cfg.pool.start_method,
-            video_timeout=cfg.decode.video_timeout, producer=cfg.producer,
-            producer_options=self._producer_options())))
-        self.pool = pool
+        d = cfg.decode
+        loader = ClipLoader(
+            self.items, batch_size=self.batch_size, dtype=self.session.input_dtype, workers=cfg.pool.workers,
+            backlog=max(1, cfg.pool.queue_depth // cfg.pool.workers), buffers=depth * len(self.sessions) + 2,
+            source=cfg.data.source, resize=d.resize, policy=d.policy, decode_threads=d.decode_threads,
+            limits=DecodeLimits(max_frames=d.max_frames, max_pixels=d.max_pixels),
+            start_method=cfg.pool.start_method, video_timeout=d.video_timeout,
+            drop_last=out.compat == "modelzoo", producer=cfg.producer, producer_options=cfg.producer_options)
+        self.loader = self.stack.enter_context(loader)
+        loader.load_state_dict({"video_index": self.position.video_index, "clips_done": self.position.clips_done,
+                                "stream_clips": self.position.stream_clips})
         bar = self._progress_bar(len(self.items))
-        stream_index = self.position.stream_clips
-        index_of = {item.video_id: i for i, item in enumerate(self.items)}
         stop = self.stop
-        for ev in pool.run(todo, should_stop=lambda: stop.signum is not None):
+        for ev in loader.events(should_stop=lambda: stop.signum is not None, on_idle=self._drain):
+            if isinstance(ev, Batch):
+                self._submit(ev)
+                continue
             vid = ev.item.video_id
-            vindex = index_of[vid]
-            if isinstance(ev, ClipEvent):
-                if vindex == start and ev.clip_index < self.position.clips_done:
-                    continue  # already in a saved batch (resume)
-                if vid in self.failed_ids:
-                    continue
-                assembler.add(ev.data, ClipTag(vindex, vid, ev.clip_index, stream_index))
-                stream_index += 1
-            elif isinstance(ev, VideoEnd):
+            if isinstance(ev, VideoEnd):
                 if ev.warning is not None:
                     self._record(ev.warning)
                 if ev.n_clips == 0:
                     self._record(ledger.no_clips(vid, ev.n_frames))
                 else:
                     self.acc.expect(vid, ev.n_clips, label_index=ev.item.label_index)
-                self._tick(bar)
             elif isinstance(ev, VideoFailed):
+                if vid in self.failed_ids:
+                    continue   # ledgered by the interrupted run already
                 self._record(ev.failure)
                 if ev.n_clips_yielded:
                     self.failed_ids.add(vid)
                     self.acc.discard(vid)
-                self._tick(bar)
+            self._tick(bar)
             if stop.signum is not None:
                 break
         if stop.signum is not None:
-            self._interrupt(runner, assembler, stop.signum)
+            self._interrupt(stop.signum)
         # From here on the run finishes: signals are deferred until the results are committed.
         stop.commit()
-        assembler.finish()
-        self._consume(runner.finish())
+        self._finish_runner()
         if bar is not None:
             bar.close()
         wall = self.elapsed_before + time.perf_counter() - self.progress.t0
         report = build_report(self.cfg, self.annotation, self.items, self.acc, self.failures,
-                              session=self.session, pool_stats=pool.stats, runner=runner,
-                              n_clips=assembler.n_clips + self.position.stream_clips,
-                              dropped_clips=len(assembler.dropped), wall_s=wall, peak_open_videos=self.peak_open)
+                              session=self.session, pool_stats=loader.pool.stats, runner=runner,
+                              batch_size=self.batch_size, n_clips=loader.position.stream_clips,
+                              dropped_clips=len(loader.dropped), wall_s=wall, peak_open_videos=self.peak_open)
+        if len(self.sessions) > 1:
+            report = dataclasses.replace(report, session={**report.session,
+                                                          "devices": [s.device for s in self.sessions]})
         if self.bins is not None:
             self.bins.close()
         if out.output:
@@ -333,13 +331,29 @@ class _Run:
             remove_checkpoint(out.output)
         return report
 
-    def _producer_options(self) -> dict:
-        from ..video._decode import DecodeLimits
+    def _submit(self, batch: Batch) -> None:
+        """Hand a ring batch to a device: pad a short last batch in place, dump it if asked, submit."""
+        assert batch.full is not None
+        n = batch.n_valid
+        if n < len(batch.full):
+            batch.full[n:] = batch.full[n - 1]   # copies of the last clip: ordinary logits, never scored
+        if self.bins is not None:
+            self._dump(batch)
+        self.runner.submit(batch.full, n, batch)
+        self._drain()
 
-        cfg, d = self.cfg, self.cfg.decode
-        limits = DecodeLimits(max_frames=d.max_frames, max_pixels=d.max_pixels)
-        return dict(source=cfg.data.source, policy=d.policy, resize=d.resize, threads=d.decode_threads,
-                    limits=limits, **cfg.producer_options)
+    def _drain(self) -> None:
+        """Score finished batches (in order) and give free buffers back to the ring."""
+        results, freed = self.runner.poll()
+        for batch in freed:
+            self.loader.release(batch)
+        self._consume(results)
+
+    def _finish_runner(self) -> None:
+        results, freed = self.runner.finish()
+        for batch in freed:
+            self.loader.release(batch)
+        self._consume(results)
 
     # -- event handlers ----------------------------------------------------------------
     def _record(self, failure: ledger.Failure) -> None:
@@ -348,35 +362,31 @@ class _Run:
                               reason=failure.reason)
         self.failures.append(failure)
 
-    def _consume(self, results: list[tuple[BatchMeta, Any]]) -> None:
-        for meta, logits in results:
-            keep = [i for i, t in enumerate(meta.tags) if t.video_id not in self.failed_ids]
+    def _consume(self, results: list[tuple[Batch, Any]]) -> None:
+        for batch, logits in results:
+            tags = batch.tags
+            keep = [i for i, t in enumerate(tags) if t.video_id not in self.failed_ids]
             if keep:
-                self.acc.add([meta.tags[i].video_id for i in keep], logits[keep],
-                             clip_indices=[meta.tags[i].clip_index for i in keep])
+                self.acc.add([tags[i].video_id for i in keep], logits[keep],
+                             clip_indices=[tags[i].clip_index for i in keep])
             self.peak_open = max(self.peak_open, self.acc.n_open)
-            self.progress.clips += meta.n_valid
-            self.last_meta = meta
+            self.progress.clips += batch.n_valid
+            self.last_batch = batch
             out = self.cfg.output
             if out.output and time.perf_counter() - self.last_save > out.checkpoint_every:
-                self._save(self._position_after(meta))
+                self._save(Position.after(tags[-1]))
 
-    def _position_after(self, meta: BatchMeta) -> Position:
-        last = meta.tags[-1]
-        return Position(video_index=last.video_index, clips_done=last.clip_index + 1,
-                        stream_clips=last.stream_index + 1)
+    def _dump(self, batch: Batch) -> None:
+        assert self.bins is not None and batch.full is not None
+        data = batch.full
+        if data.dtype == np.uint8:   # bins are the seed's float32 inputs
+            data = normalize_into(np.empty(data.shape, np.float32), data)
+        self.bins.add(data, batch.video_ids, batch.n_valid)
 
-    def _dump(self, buf, meta: BatchMeta) -> None:
-        self.bins.add(buf, [t.video_id for t in meta.tags], meta.n_valid)
-
-    def _interrupt(self, runner, assembler: BatchAssembler, signum: int) -> None:
-        """Finish the batches in flight, forget the unsubmitted rows, save, raise."""
-        assembler.discard_pending()
-        self._consume(runner.finish())
-        if self.last_meta is not None:
-            self._save(self._position_after(self.last_meta))
-        else:
-            self._save(self.position)
+    def _interrupt(self, signum: int) -> None:
+        """Finish the batches in flight, forget the rest, save, raise."""
+        self._finish_runner()
+        self._save(Position.after(self.last_batch.tags[-1]) if self.last_batch is not None else self.position)
         name = signal.Signals(signum).name
         folder = self.cfg.output.output
         if folder:
@@ -396,6 +406,6 @@ class _Run:
         if bar is not None:
             bar.update(1)
             elapsed = time.perf_counter() - self.progress.t0
-            used = self.pool.slots_in_use
+            pool = self.loader.pool
             bar.set_postfix(clips_s=f"{self.progress.clips / max(elapsed, 1e-9):.1f}",
-                            queue=f"{used}/{self.cfg.pool.queue_depth}", refresh=False)
+                            ring=f"{pool.buffers_in_use}/{pool.ring.n_buffers}", refresh=False)

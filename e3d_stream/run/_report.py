@@ -152,33 +152,42 @@ def versions() -> dict:
     return out
 
 
-def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, runner, n_clips: int,
-                 dropped_clips: int, wall_s: float, peak_open_videos: int = 0) -> Report:
-    """Assemble a :class:`Report` from the pieces of a finished run."""
+def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, runner, batch_size: int,
+                 n_clips: int, dropped_clips: int, wall_s: float, peak_open_videos: int = 0) -> Report:
+    """Assemble a :class:`Report` from the pieces of a finished run.
+
+    ``runner``: the :class:`~e3d_stream.sessions.DeviceRunner` (its sessions, one per
+    device, give the compute times; compute-only throughput adds the devices up).
+    """
     results = acc.finalize(incomplete="error" if acc.compat == "none" else "drop")
     truth = {it.video_id: it.label_index for it in items}
     k5 = min(5, acc.topk)  # top-5 over fewer than 5 classes counts the classes there are
     accuracy = video_accuracy(results, truth, topk=(1, k5))
     clips = clip_accuracy(results)
-    compute_ms = list(session.compute_ms)
-    batch = runner.batch_size
+    sessions = list(getattr(runner, "sessions", [session]))
+    compute_ms = [ms for s in sessions for ms in s.compute_ms]
+    batch = batch_size
     mean_ms = float(np.mean(compute_ms)) if compute_ms else 0.0
+    busy = list(getattr(runner, "busy_s", [0.0]))
     timings = {
         "wall": wall_s,
         "decode_worker_busy": pool_stats.decode_s,
-        "consumer_waited_on_empty_queue": pool_stats.consumer_wait_s,
-        "producers_waited_on_full_queue": pool_stats.producer_wait_s,
-        "device_busy": getattr(runner, "busy_s", 0.0),
-        "waited_for_staging_buffer": getattr(runner, "submit_wait_s", 0.0),
+        "consumer_waited_for_batches": pool_stats.consumer_wait_s,
+        "producers_waited_for_rows": pool_stats.producer_wait_s,
+        "device_busy": sum(busy) / len(busy),
+        "waited_for_a_free_device": getattr(runner, "submit_wait_s", 0.0),
     }
     throughput = {
         "end_to_end_clips_per_s": n_clips / wall_s if wall_s > 0 else 0.0,
-        "compute_clips_per_s": 1000.0 * batch / mean_ms if mean_ms > 0 else 0.0,
+        "compute_clips_per_s": len(sessions) * 1000.0 * batch / mean_ms if mean_ms > 0 else 0.0,
         "mean_compute_ms": mean_ms,
         "batch_size": batch,
+        "devices": len(sessions),
         "device_busy_fraction": timings["device_busy"] / wall_s if wall_s > 0 else 0.0,
         "workers_replaced": pool_stats.workers_replaced,
-        "peak_queue_fill": pool_stats.peak_slots_used,
+        "peak_ring_buffers_used": pool_stats.peak_buffers_used,
+        "pipe_messages": pool_stats.messages,
+        "input_dtype": session.input_dtype,
         "peak_open_videos": peak_open_videos,
     }
     return Report(

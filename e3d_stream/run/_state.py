@@ -21,18 +21,10 @@ from pathlib import Path
 from .._fsutil import atomic_write_bytes
 from ..errors import ResumeMismatchError
 from ..ledger import Failure
+from ..stream._loader import Position
 
 CHECKPOINT_NAME = "checkpoint.pkl"
 FORMAT_VERSION = 2
-
-
-@dataclass
-class Position:
-    """First clip not yet accounted for."""
-
-    video_index: int = 0     # index into the evaluated item list
-    clips_done: int = 0      # clips of that video already in saved batches
-    stream_clips: int = 0    # clips in all saved batches
 
 
 @dataclass

@@ -12,16 +12,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .. import ledger
 from .._fsutil import atomic_write_json, check_input_dir, make_output_dir
-from ..constants import CLIP_SHAPE
-from ..stream._batching import BatchAssembler, ClipTag
-from ..stream._pool import ClipEvent, ClipPool, PoolConfig, VideoEnd, VideoFailed
+from ..stream._loader import Batch, ClipLoader
+from ..stream._pool import VideoEnd, VideoFailed
 from ..video._clips import SOURCES
 from ..video._dataset import detect_source, list_videos, load_annotation
-from ..video._transforms import warm_up
 from ._binio import BinWriter
 
 
@@ -61,28 +57,24 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
         source = "rawframes" if detect_source(video_path, probe) == "rawframes" else "direct"
     layout = SOURCES[source].layout
     items = list_videos(annotation, video_path, subset=subset, source=layout)
-    failures = [it.failure() for it in items if it.missing]
-    todo = [it for it in items if not it.missing]
     make_output_dir(output_path)
     make_output_dir(Path(info_path).parent)
-    warm_up(resize)  # compile the exact kernel once, before the workers start
     writer = BinWriter(output_path, info_path, batch_size=batch_size, tail=tail)
-    buffer = np.empty((batch_size, *CLIP_SHAPE), np.float32)  # written synchronously: one is enough
-    assembler = BatchAssembler(batch_size, acquire=lambda: buffer, submit=lambda buf, meta: None,
-                               on_batch=[lambda buf, meta: writer.add(buf, [t.video_id for t in meta.tags],
-                                                                      meta.n_valid)])
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="video", dynamic_ncols=True)
+    failures: list[ledger.Failure] = []
     discarded: dict[str, int] = {}
-    with ClipPool(PoolConfig(workers=workers, queue_depth=queue_depth, start_method=start_method,
-                             video_timeout=video_timeout,
-                             producer_options={"source": source, "resize": resize})) as pool:
-        for ev in pool.run(todo):
-            if isinstance(ev, ClipEvent):
-                assembler.add(ev.data, ClipTag(ev.item.index, ev.item.video_id, ev.clip_index, assembler.n_clips))
+    # float32 batches: the workers subtract the mean, rows are written straight from the ring
+    with ClipLoader(items, batch_size=batch_size, dtype="float32", workers=workers,
+                    backlog=max(1, queue_depth // workers), source=source, resize=resize,
+                    start_method=start_method, video_timeout=video_timeout) as loader:
+        for ev in loader.events():
+            if isinstance(ev, Batch):
+                writer.add(ev.full, ev.video_ids, ev.n_valid)
+                loader.release(ev)
                 continue
             if isinstance(ev, VideoEnd):
                 if ev.warning is not None:
@@ -95,8 +87,7 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
                     discarded[ev.item.video_id] = ev.n_clips_yielded
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(clips=assembler.n_clips, refresh=False)
-    assembler.finish()
+                bar.set_postfix(clips=writer.n_clips, refresh=False)
     writer.close()
     if bar is not None:
         bar.close()
@@ -104,7 +95,7 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
         failures.append(ledger.Failure(vid, ledger.DECODE_ERROR,
                                        f"{n} clip(s) of this video were written before it failed", fatal=False))
     report = DumpReport(n_videos=len(items), n_clips=writer.n_clips, n_bins=writer.n_bins,
-                        n_dropped_clips=writer.n_dropped + len(assembler.dropped), source=source,
+                        n_dropped_clips=writer.n_dropped, source=source,
                         failures=tuple(failures), wall_s=time.perf_counter() - t0)
     atomic_write_json(Path(output_path) / "preprocess_report.json", report.to_dict())
     return report

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailableError, ConfigError
 from ._base import InputSpec, Session, Staged
-from ._runner import DoubleBuffer
+from ._runner import DeviceRunner, DoubleBuffer
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,32 @@ BACKENDS: dict[str, Backend] = {
         "https://gitee.com/ascend/tools (ais-bench_workload/tool/ais_bench) on a machine with the CANN toolkit",
         "Ascend NPU through ais_bench InferSession (.om; unverified on hardware)"),
     "simulated": Backend(
-        "_simulated", "SimulatedSession", "numpy", (), ("cpu", "cuda", "npu"), "cpu",
+        "_simulated", "SimulatedSession", "numpy", (), ("cpu", "cuda", "npu", "sim"), "cpu",
         "numpy is a core dependency", "no model: fixed latency per clip and deterministic fake logits"),
 }
 
 _EXTENSIONS = {ext: name for name, entry in BACKENDS.items() for ext in entry.extensions}
+
+
+#: every device kind a backend may accept ("sim": the simulated backend's devices)
+DEVICE_KINDS = ("cpu", "cuda", "npu", "sim")
+
+
+def split_devices(device: str | None) -> list[str | None]:
+    """``"cuda:0,cuda:1"`` -> ``["cuda:0", "cuda:1"]``; None (the backend's default) -> ``[None]``.
+
+    Raises :class:`ConfigError` for an empty entry or a device listed twice.
+    """
+    if device is None:
+        return [None]
+    parts = [p.strip().lower() for p in str(device).split(",")]
+    if any(not p for p in parts):
+        raise ConfigError(f"device list {device!r} has an empty entry")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"device list {device!r} names a device twice")
+    for p in parts:
+        parse_device(p, allowed=DEVICE_KINDS)
+    return list(parts)
 
 
 def parse_device(device: str, *, allowed: tuple = ("cpu", "cuda", "npu")) -> tuple[str, int]:
@@ -146,7 +167,9 @@ def open_session(model=None, *, backend: str | None = None, device: str | None =
 
 __all__ = [
     "BACKENDS",
+    "DEVICE_KINDS",
     "Backend",
+    "DeviceRunner",
     "DoubleBuffer",
     "InputSpec",
     "Session",
@@ -155,4 +178,5 @@ __all__ = [
     "open_session",
     "parse_device",
     "resolve_backend",
+    "split_devices",
 ]

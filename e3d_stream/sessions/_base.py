@@ -1,7 +1,11 @@
 """The one small interface every inference backend implements.
 
-A session turns a float32 batch ``(N, 3, 16, 112, 112)`` into float32 logits
-``(n_valid, C)``. The work is split in two so that a runner can overlap them::
+A session turns a batch ``(N, 3, 16, 112, 112)`` into float32 logits
+``(n_valid, C)``. Its ``input_spec.dtype`` says what it takes: ``float32``
+(clips minus the mean, the seed's model input) or ``uint8`` (raw clips, for a
+model that subtracts the mean itself, on the device or in its graph). The
+pipeline reads the dtype and adapts; a uint8 batch is a quarter of the bytes.
+The work is split in two so that a runner can overlap them::
 
     host buffer --upload()--> Staged --execute(n_valid)--> logits
                  (copy H->D,            (compute, synchronous,
@@ -26,6 +30,9 @@ import numpy as np
 from ..constants import CLIP_SHAPE
 from ..errors import ConfigError, SessionError
 
+#: what a session's input may be: normalised float32 clips, or raw uint8 clips
+INPUT_DTYPES = ("float32", "uint8")
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -37,7 +44,7 @@ class InputSpec:
 
     name: str
     shape: tuple
-    dtype: str = "float32"
+    dtype: str = "float32"   # one of INPUT_DTYPES
 
     @property
     def batch(self) -> int | None:
@@ -45,7 +52,7 @@ class InputSpec:
         return self.shape[0]
 
     def check(self, *, model: str = "model") -> InputSpec:
-        """Raise :class:`ConfigError` unless the input takes ``(N, 3, 16, 112, 112)`` float32.
+        """Raise :class:`ConfigError` unless the input takes ``(N, 3, 16, 112, 112)`` float32 or uint8.
 
         A ``None`` in a non-batch position is a symbolic dimension and accepted.
         """
@@ -57,8 +64,8 @@ class InputSpec:
             raise ConfigError(
                 f"{model} input {self.name!r} has shape {self.shape}; expected (N, {', '.join(map(str, CLIP_SHAPE))})"
             )
-        if self.dtype != "float32":
-            raise ConfigError(f"{model} input {self.name!r} is {self.dtype}; expected float32")
+        if self.dtype not in INPUT_DTYPES:
+            raise ConfigError(f"{model} input {self.name!r} is {self.dtype}; expected one of {', '.join(INPUT_DTYPES)}")
         if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
             raise ConfigError(f"{model} input {self.name!r} has an invalid batch dimension {self.batch!r}")
         return self
@@ -107,11 +114,16 @@ class Session:
         self._closed = False
 
     # -- the interface -------------------------------------------------------------
+    @property
+    def input_dtype(self) -> str:
+        """``"float32"`` or ``"uint8"``: what :meth:`upload` takes."""
+        return self.input_spec.dtype
+
     def allocate_host(self, batch_size: int) -> np.ndarray:
-        """A zeroed float32 staging buffer ``(batch_size, 3, 16, 112, 112)``."""
+        """A zeroed staging buffer ``(batch_size, 3, 16, 112, 112)`` of the input dtype."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        return np.zeros((batch_size, *CLIP_SHAPE), dtype=np.float32)
+        return np.zeros((batch_size, *CLIP_SHAPE), dtype=self.input_dtype)
 
     def upload(self, host_batch: np.ndarray) -> Staged:
         """Start copying ``host_batch`` to the device; return the handle for :meth:`execute`."""
@@ -186,9 +198,9 @@ class Session:
         full buffer; this path serves :meth:`run` with a short batch).
         """
         self._check_open()
-        if host_batch.dtype != np.float32 or tuple(host_batch.shape[1:]) != CLIP_SHAPE:
+        if host_batch.dtype != np.dtype(self.input_dtype) or tuple(host_batch.shape[1:]) != CLIP_SHAPE:
             raise SessionError(
-                f"batch must be float32 (N, {', '.join(map(str, CLIP_SHAPE))}), "
+                f"batch must be {self.input_dtype} (N, {', '.join(map(str, CLIP_SHAPE))}), "
                 f"got {host_batch.dtype} {host_batch.shape}"
             )
         rows = host_batch.shape[0]
@@ -196,7 +208,7 @@ class Session:
             return host_batch
         if rows > self.fixed_batch:
             raise SessionError(f"batch of {rows} exceeds the model's static batch {self.fixed_batch}")
-        padded = np.zeros((self.fixed_batch, *CLIP_SHAPE), dtype=np.float32)
+        padded = np.zeros((self.fixed_batch, *CLIP_SHAPE), dtype=host_batch.dtype)
         padded[:rows] = host_batch
         return padded
 

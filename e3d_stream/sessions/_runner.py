@@ -187,3 +187,192 @@ class DoubleBuffer:
                 self._results.append((tag, logits))
                 self._executed[i].set()
                 self._cond.notify_all()
+
+
+class DeviceRunner:
+    """Run batches that live in someone else's buffers on one or more sessions (one per device).
+
+    The pipeline's runner: a batch is a view of the decode ring, so there is no
+    staging copy. :meth:`submit` uploads it (caller's thread) to the least busy
+    device that has fewer than ``depth`` batches in flight and queues its compute
+    on that device's own thread; :meth:`poll` returns the results **in submission
+    order** (so the accumulator sees exactly the one-device order and the scores
+    are bit-identical) and the tags of batches whose host buffer nothing reads
+    any more (after the compute for host-reading backends, after the copy for
+    device backends)::
+
+        ring buffer ─submit─► device 0 thread: execute ─┐
+        ring buffer ─submit─► device 1 thread: execute ─┼─► results, reordered ─► poll()
+                                       host buffer free ─┴─► freed tags ─► poll()
+
+    Every wait polls with a short timeout and checks the device threads, so a
+    failed or dead thread surfaces as :class:`SessionError`, never a hang.
+    """
+
+    POLL_S = 0.05
+    COPY_POLL_S = 0.0005
+
+    def __init__(self, sessions: list[Session], *, depth: int = 2, timeout_s: float | None = None) -> None:
+        if not sessions:
+            raise ConfigError("DeviceRunner needs at least one session")
+        if int(depth) < 1:
+            raise ConfigError(f"depth must be >= 1, got {depth}")
+        self.sessions = list(sessions)
+        self.depth = int(depth)
+        self.timeout_s = timeout_s
+        self._cond = threading.Condition()
+        self._queues: list[queue.Queue] = [queue.Queue() for _ in self.sessions]
+        self._in_flight = [0] * len(self.sessions)
+        self._copying: list[tuple[Any, Staged]] = []     # device backends: host buffer busy until copied
+        self._freed: list[Any] = []
+        self._done: dict[int, tuple[Any, np.ndarray]] = {}
+        self._next_seq = self._next_out = 0
+        self._error: tuple[Any, BaseException] | None = None
+        self._stop = threading.Event()
+        self._closed = False
+        self.busy_s = [0.0] * len(self.sessions)
+        self.batches = [0] * len(self.sessions)
+        self.submit_wait_s = 0.0
+        self._threads = [threading.Thread(target=self._device_loop, args=(d,), name=f"e3d-device-{d}", daemon=True)
+                         for d in range(len(self.sessions))]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._in_flight)
+
+    def submit(self, buf: np.ndarray, n_valid: int, tag: Any) -> None:
+        """Upload ``buf`` (its first ``n_valid`` rows matter) and queue its compute; may wait for a device slot."""
+        if not 0 <= n_valid <= len(buf):
+            raise ConfigError(f"n_valid must be in 0..{len(buf)}, got {n_valid}")
+        d = self._wait_for_device()
+        session = self.sessions[d]
+        # a dynamic-batch model computes only the real rows of a short (last) batch;
+        # a static-batch model (an .om) needs the whole padded buffer
+        rows = buf if session.fixed_batch is not None or n_valid in (0, len(buf)) else buf[:n_valid]
+        try:
+            staged = session.upload(rows)
+        except E3DError:
+            raise
+        except Exception as exc:
+            raise SessionError(f"{session.backend}: upload of batch {tag!r} failed: {exc}") from exc
+        with self._cond:
+            seq = self._next_seq
+            self._next_seq += 1
+            self._in_flight[d] += 1
+            if not staged.reads_host:
+                if staged.copy_done is None or not np.may_share_memory(staged.host, buf):
+                    self._freed.append(tag)         # copied (or padded) already: the ring buffer is free
+                else:
+                    self._copying.append((tag, staged))
+        self._queues[d].put((seq, staged, n_valid, tag))
+
+    def poll(self) -> tuple[list[tuple[Any, np.ndarray]], list[Any]]:
+        """``(results in submission order, tags whose host buffer is free)`` so far; never blocks."""
+        self._raise_if_failed()
+        with self._cond:
+            still = []
+            for tag, staged in self._copying:
+                if staged.copy_done is not None and staged.copy_done():
+                    self._freed.append(tag)
+                else:
+                    still.append((tag, staged))
+            self._copying = still
+            results = []
+            while self._next_out in self._done:
+                results.append(self._done.pop(self._next_out))
+                self._next_out += 1
+            freed, self._freed = self._freed, []
+        return results, freed
+
+    def finish(self) -> tuple[list[tuple[Any, np.ndarray]], list[Any]]:
+        """Wait for every submitted batch; return what :meth:`poll` would."""
+        self._wait(lambda: self._next_out + len(self._done) >= self._next_seq and not self._copying_busy(),
+                   "the last batches")
+        return self.poll()
+
+    def close(self) -> None:
+        """Stop and join the device threads (bounded wait). Safe to call twice; sessions stay open."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for q in self._queues:
+            q.put(None)
+        deadline = time.monotonic() + (self.timeout_s or 30.0)
+        for t in self._threads:
+            while t.is_alive() and time.monotonic() < deadline:
+                t.join(self.POLL_S)
+
+    def __enter__(self) -> DeviceRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+    def _copying_busy(self) -> bool:
+        return any(s.copy_done is not None and not s.copy_done() for _, s in self._copying)
+
+    def _wait_for_device(self) -> int:
+        choice: list[int] = []
+
+        def free() -> bool:
+            open_ = [d for d in range(len(self.sessions)) if self._in_flight[d] < self.depth]
+            if open_:
+                choice.append(min(open_, key=lambda d: (self._in_flight[d], d)))
+            return bool(open_)
+
+        self._wait(free, "a free device")
+        return choice[-1]
+
+    def _wait(self, ready: Callable[[], bool], what: str) -> None:
+        if self._closed:
+            raise SessionError("DeviceRunner is closed")
+        t0 = time.monotonic()
+        with self._cond:
+            while not ready():
+                self._raise_if_failed()
+                dead = [t.name for t in self._threads if not t.is_alive()]
+                if dead:
+                    raise SessionError(f"device thread {dead[0]} stopped while waiting for {what}")
+                if self.timeout_s is not None and time.monotonic() - t0 > self.timeout_s:
+                    raise SessionError(f"timed out after {self.timeout_s:g} s waiting for {what}")
+                self._cond.wait(self.COPY_POLL_S if self._copying else self.POLL_S)
+        self.submit_wait_s += time.monotonic() - t0
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            tag, exc = self._error
+            if isinstance(exc, SessionError):
+                raise exc
+            raise SessionError(f"inference of batch {tag!r} failed: {exc}") from exc
+
+    def _device_loop(self, d: int) -> None:
+        session, q = self.sessions[d], self._queues[d]
+        while not self._stop.is_set():
+            try:
+                item = q.get(timeout=self.POLL_S)
+            except queue.Empty:
+                continue
+            if item is None:
+                break
+            seq, staged, n_valid, tag = item
+            t0 = time.perf_counter()
+            try:
+                logits = session.execute(staged, n_valid)
+            except BaseException as exc:  # handed to the caller's thread
+                with self._cond:
+                    self._error = (tag, exc)
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self.busy_s[d] += time.perf_counter() - t0
+                self.batches[d] += 1
+                self._in_flight[d] -= 1
+                self._done[seq] = (tag, logits)
+                if staged.reads_host:
+                    self._freed.append(tag)
+                self._cond.notify_all()

@@ -9,6 +9,9 @@ that ships in the package: the pipeline cannot tell it from a device. It
   ``rows`` is the static batch when one is set (a padded batch costs a full
   batch, as on an NPU). ``time.sleep`` releases the GIL, so the compute
   overlaps the caller's work exactly like a device call would;
+* takes uint8 clips by default (``input_dtype="float32"`` for the seed's
+  normalised input) and computes on the normalised values either way, so both
+  paths give the same logits;
 * returns deterministic logits: a fixed random projection (seeded) of the
   per-channel, per-frame means of each clip, taken over every 4th pixel in
   each direction (cheap enough to stay well inside the simulated latency).
@@ -24,7 +27,7 @@ import time
 
 import numpy as np
 
-from ..constants import CLIP_SHAPE, UCF101_CLASSES
+from ..constants import CLIP_SHAPE, MEAN_RGB_F32, UCF101_CLASSES
 from ..errors import ConfigError
 from ._base import InputSpec, Session, Staged
 
@@ -42,7 +45,7 @@ class SimulatedSession(Session):
     def __init__(self, model=None, *, device: str = "cpu", num_classes: int = UCF101_CLASSES,
                  ms_per_clip: float = DEFAULT_MS_PER_CLIP, batch_overhead_ms: float = 0.0,
                  upload_ms: float = 0.0, fixed_batch: int | None = None, seed: int = 0,
-                 threads: int | None = None):
+                 threads: int | None = None, input_dtype: str = "uint8"):
         for name, value in (("ms_per_clip", ms_per_clip), ("batch_overhead_ms", batch_overhead_ms),
                             ("upload_ms", upload_ms)):
             if not value >= 0:
@@ -51,8 +54,8 @@ class SimulatedSession(Session):
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if fixed_batch is not None and int(fixed_batch) < 1:
             raise ConfigError(f"fixed_batch must be >= 1 or None, got {fixed_batch}")
-        spec = InputSpec("input", (None if fixed_batch is None else int(fixed_batch), *CLIP_SHAPE)).check(
-            model="simulated model")
+        spec = InputSpec("input", (None if fixed_batch is None else int(fixed_batch), *CLIP_SHAPE),
+                         input_dtype).check(model="simulated model")
         super().__init__(input_spec=spec, num_classes=int(num_classes), device=device)
         self.ms_per_clip = float(ms_per_clip)
         self.batch_overhead_ms = float(batch_overhead_ms)
@@ -81,7 +84,10 @@ class SimulatedSession(Session):
         return logits, (time.perf_counter() - t0) * 1000.0
 
     def logits_for(self, batch: np.ndarray) -> np.ndarray:
-        """The fake logits of a float32 batch ``(N, 3, 16, 112, 112)`` (no latency)."""
+        """The fake logits of a batch ``(N, 3, 16, 112, 112)``: uint8 clips or float32 minus the mean (no latency)."""
+        batch = np.asarray(batch)
+        if batch.dtype == np.uint8:
+            batch = np.subtract(batch, MEAN_RGB_F32.reshape(1, 3, 1, 1, 1), dtype=np.float32)
         batch = np.asarray(batch, dtype=np.float32)
         grid = batch[:, :, :, ::_STRIDE, ::_STRIDE]
         features = grid.reshape(batch.shape[0], CLIP_SHAPE[0] * CLIP_SHAPE[1], -1).mean(axis=2, dtype=np.float64)

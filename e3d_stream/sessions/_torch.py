@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..constants import CLIP_SHAPE
+from ..constants import CLIP_SHAPE, MEAN_RGB_F32
 from ..errors import ConfigError, SessionError
 from . import parse_device
 from ._base import InputSpec, Session, Staged, timed
@@ -45,7 +45,8 @@ class TorchSession(Session):
     backend = "torch"
 
     def __init__(self, model, *, device: str = "cpu", threads: int | None = None,
-                 memory_format: str = "auto", arch: str | None = None, **arch_options):
+                 memory_format: str = "auto", input_dtype: str = "uint8", arch: str | None = None,
+                 **arch_options):
         kind, index = parse_device(device, allowed=("cpu", "cuda"))
         if memory_format != "auto" and memory_format not in _FORMATS:
             raise ConfigError(f"memory_format {memory_format!r} is not one of auto, {', '.join(_FORMATS)}")
@@ -68,11 +69,18 @@ class TorchSession(Session):
             net, self.checkpoint = load_checkpoint(path, arch=arch, device="cpu", **arch_options)
         self._net = net.eval().to(device=self._torch_device, memory_format=self._format)
         num_classes = self._probe(path or type(net).__name__)
-        super().__init__(input_spec=InputSpec("input", (None, *CLIP_SHAPE)), num_classes=num_classes,
-                         device=device, model_path=path)
+        super().__init__(input_spec=InputSpec("input", (None, *CLIP_SHAPE), input_dtype).check(model="torch model"),
+                         num_classes=num_classes, device=device, model_path=path)
+        # uint8 clips are normalised where the model runs: float32(x) - float32(mean), the
+        # reference's arithmetic, so the logits equal those of the host-normalised batch
+        self._mean = torch.from_numpy(MEAN_RGB_F32.reshape(1, 3, 1, 1, 1).copy()).to(self._torch_device)
         self.threads = threads
         self._kind = kind
         self._pinned: dict[int, torch.Tensor] = {}
+        # CUDA: two pinned staging tensors [tensor, event of its last device copy] for pageable batches
+        self._staging: list[list] = []
+        self._staging_next = 0
+        self._pending_staging_event = None
         if kind == "cuda":
             self._copy_stream = torch.cuda.Stream(device=self._torch_device)
             self._compute_stream = torch.cuda.Stream(device=self._torch_device)
@@ -95,34 +103,65 @@ class TorchSession(Session):
             return super().allocate_host(batch_size)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        pinned = torch.zeros((batch_size, *CLIP_SHAPE), dtype=torch.float32, pin_memory=True)
+        dtype = torch.uint8 if self.input_dtype == "uint8" else torch.float32
+        pinned = torch.zeros((batch_size, *CLIP_SHAPE), dtype=dtype, pin_memory=True)
         array = pinned.numpy()
         self._pinned[array.ctypes.data] = pinned  # keeps the pinned block alive with the session
         return array
 
     def upload(self, host_batch: np.ndarray) -> Staged:
-        """CPU: wrap the batch. CUDA: start an async copy on the copy stream."""
+        """CPU: wrap the batch. CUDA: start an async copy on the copy stream.
+
+        A CUDA batch that is not in pinned memory (e.g. a view of the decode
+        ring) is first copied into one of two pinned staging tensors, so the
+        device copy is asynchronous and the host buffer is free on return.
+        """
         batch = self._check_batch(host_batch)
         if self._kind == "cpu":
             return Staged(host=batch, payload=torch.from_numpy(batch), rows=batch.shape[0], reads_host=True)
         source = self._pinned.get(batch.ctypes.data)
+        host_free = False
         if source is None or tuple(source.shape) != batch.shape:
-            source = torch.from_numpy(batch)  # pageable: the copy completes before to() returns
+            source = self._stage_pinned(batch)
+            host_free = True
         try:
             with torch.cuda.stream(self._copy_stream):
                 on_device = source.to(self._torch_device, non_blocking=True)
-                copied = torch.cuda.Event()
+                copied = getattr(self, "_pending_staging_event", None) if host_free else None
+                copied = copied if copied is not None else torch.cuda.Event()
+                self._pending_staging_event = None
                 copied.record(self._copy_stream)
         except RuntimeError as exc:
             raise SessionError(f"torch: host-to-device copy failed: {exc}") from exc
         return Staged(host=batch, payload=(on_device, copied), rows=batch.shape[0], reads_host=False,
-                      copy_done=copied.query)
+                      copy_done=None if host_free else copied.query)
+
+    def _stage_pinned(self, batch: np.ndarray) -> torch.Tensor:
+        """Copy ``batch`` into the next pinned staging tensor (waiting for its previous device copy)."""
+        rows = batch.shape[0]
+        i = self._staging_next
+        self._staging_next = (i + 1) % 2
+        if len(self._staging) <= i or self._staging[i][0].shape[0] < rows:
+            tensor = torch.empty((rows, *CLIP_SHAPE), dtype=torch.from_numpy(batch[:0]).dtype, pin_memory=True)
+            if len(self._staging) <= i:
+                self._staging.append([tensor, None])
+            else:
+                self._staging[i] = [tensor, None]
+        tensor, event = self._staging[i]
+        if event is not None:
+            event.synchronize()   # its previous device copy must be done before it is overwritten
+        view = tensor[:rows]
+        view.copy_(torch.from_numpy(batch))
+        copied = torch.cuda.Event()
+        self._staging[i][1] = copied
+        self._pending_staging_event = copied
+        return view
 
     def _execute(self, staged: Staged):
         try:
             if self._kind == "cpu":
                 with torch.inference_mode():
-                    out, ms = timed(lambda: self._net(staged.payload.contiguous(memory_format=self._format)))
+                    out, ms = timed(lambda: self._net(self._prepare(staged.payload)))
                     return out.float().numpy(), ms
             return self._execute_cuda(*staged.payload)
         except RuntimeError as exc:
@@ -137,11 +176,17 @@ class TorchSession(Session):
             on_device.record_stream(stream)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record(stream)
-            out = self._net(on_device.contiguous(memory_format=self._format))
+            out = self._net(self._prepare(on_device))
             end.record(stream)
             logits = out.float().cpu()  # blocking copy on this stream: waits for the compute
             end.synchronize()
         return logits.numpy(), start.elapsed_time(end)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input: uint8 clips minus the mean in float32 (on the model's device), in its layout."""
+        if x.dtype == torch.uint8:
+            x = x.to(torch.float32).sub_(self._mean)
+        return x.contiguous(memory_format=self._format)
 
     def _close(self) -> None:
         self._net = None

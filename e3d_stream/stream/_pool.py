@@ -1,32 +1,30 @@
-"""Decode worker processes and the shared-memory clip ring.
+"""Decode worker processes filling a shared-memory batch ring, in dataset order.
 
-Each task is one video. A worker process decodes and preprocesses it and
-writes its uint8 clips (3, 16, 112, 112) into slots of one shared-memory ring;
-only small messages (slot numbers, counts, errors) travel over pipes, never
-arrays. The number of slots is the queue depth.
+Each task is one video. A worker decodes and preprocesses it and writes its
+clips straight into rows of batch buffers (:class:`~._ring.BatchRing`); only
+small messages (segments of rows, counts, errors) travel over pipes, a few per
+batch. The parent alone accounts for rows and buffers, so a worker that is
+killed can never leave a lock or a queue in a broken state.
 
-Slot accounting lives in the parent alone, so a worker that is killed can
-never leave a lock or a queue in a broken state::
+Ordering: rows are assigned in clip-stream order, and only to the worker of
+the *head* video (the first one of the dataset order not finished yet). Workers
+decoding later videos keep up to ``backlog`` clips in their own memory until
+their video becomes the head; then they copy them into rows (the copy happens in
+the worker, not in the consumer). The head's worker always gets rows while a
+buffer is free, and buffers are freed by the consumer, so the pipeline cannot
+deadlock; memory is bounded by ``backlog`` clips per worker plus the ring.
 
-    worker w                      parent (ClipPool)
-    --------                      -----------------
-    ("need", task)        ──►     grant a free slot when the rules allow
-                          ◄──     ("slot", s)
-    write clip into ring[s]
-    ("clip", task, i, s)  ──►     head video: yield it, then free s
-                                  later video: hold s until it is the head
-    ("done", task, ...)   ──►     video end (frame/clip counts, warning)
+Events, in order: :class:`BatchReady` (a full buffer, or the last partial one),
+:class:`VideoEnd` and :class:`VideoFailed`. A video's end may come before the
+batch holding its last clips. The consumer gives each buffer back with
+:meth:`ClipPool.release` once nothing reads it any more.
 
-Ordering: clips are yielded in dataset order, whatever the worker count. To
-make that deadlock-free with a bounded ring, a worker decoding a video that is
-not the head of the order only gets a slot while another free one stays in
-reserve for the head; the head's worker always makes progress.
-
-Faults: a worker that dies is replaced and its video retried once on a fresh
-worker (clips already yielded are skipped on the retry), then ledgered as
-``worker_died``; a video that takes longer than ``video_timeout`` is killed and
-ledgered as ``timeout``. Workers ignore SIGINT (the parent owns shutdown) and
-die with their parent (PR_SET_PDEATHSIG on Linux, plus a parent-pid check).
+Faults: a worker that dies is replaced and its video retried on a fresh worker
+(rows already acknowledged are kept, the retry skips those clips; rows of an
+unacknowledged segment are written again), then ledgered as ``worker_died``; a
+video that takes longer than ``video_timeout`` is killed and ledgered as
+``timeout``. Workers ignore SIGINT (the parent owns shutdown) and die with
+their parent (PR_SET_PDEATHSIG on Linux, plus a parent-pid check).
 """
 
 from __future__ import annotations
@@ -35,43 +33,48 @@ import dataclasses
 import multiprocessing as mp
 import os
 import time
-import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
 from .. import ledger
-from ..constants import CLIP_SHAPE
 from ..errors import ConfigError, WorkerError
-from ._worker import CLIP_BYTES, worker_main
+from ._ring import SHM_PREFIX, BatchRing
+from ._worker import worker_main
 
-SHM_PREFIX = "e3d_"
-_POLL_S = 0.05  # parent's wait granularity (worker_process has its own)
+_POLL_S = 0.05  # parent's wait granularity (the worker has its own)
 START_METHODS = ("spawn", "forkserver", "fork")
+DEFAULT_PRODUCER = "e3d_stream.video._clips:iter_video_clips"
 
 
 # --------------------------------------------------------------------------- events
 
 @dataclass(frozen=True)
-class ClipEvent:
-    """One clip, valid only until the iterator advances (it lives in a ring slot)."""
+class BatchReady:
+    """A batch in the ring: valid until :meth:`ClipPool.release` of ``buffer``.
 
-    item: Any
-    clip_index: int
-    data: np.ndarray  # uint8 (3, 16, 112, 112), a view into shared memory
+    ``rows``: per row, ``(item position in run()'s list, clip index in its video)``;
+    ``data`` is the whole buffer (B rows); rows past ``n_valid`` (last batch only) are stale.
+    """
+
+    buffer: int
+    data: np.ndarray
+    rows: tuple[tuple[int, int], ...]
+
+    @property
+    def n_valid(self) -> int:
+        return len(self.rows)
 
     def __repr__(self) -> str:
-        vid = getattr(self.item, "video_id", self.item)
-        return f"ClipEvent({vid!r}, clip={self.clip_index}, data=uint8{self.data.shape})"
+        return f"BatchReady(buffer={self.buffer}, rows={self.n_valid}, data={self.data.dtype}{self.data.shape})"
 
 
 @dataclass(frozen=True)
 class VideoEnd:
-    """A video decoded completely: all its clips were yielded before this."""
+    """A video decoded completely; all its clips have rows (some maybe in a batch not yet ready)."""
 
     item: Any
     n_frames: int
@@ -81,7 +84,7 @@ class VideoEnd:
 
 @dataclass(frozen=True)
 class VideoFailed:
-    """A video produced no usable result; clips already yielded must be discarded."""
+    """A video produced no usable result; its ``n_clips_yielded`` rows already written must be ignored."""
 
     item: Any
     failure: ledger.Failure
@@ -93,12 +96,14 @@ class PoolStats:
     """Where time went, for benchmarks and result.json (seconds)."""
 
     consumer_wait_s: float = 0.0     # parent waited with nothing to yield (decode-bound)
-    producer_wait_s: float = 0.0     # workers waited for a free slot (device/consumer-bound)
+    producer_wait_s: float = 0.0     # workers waited for rows (device/consumer-bound)
     decode_s: float = 0.0            # worker time spent decoding + preprocessing
     videos: int = 0
     clips: int = 0
+    batches: int = 0
+    messages: int = 0                # pipe messages received by the parent
     workers_replaced: int = 0
-    peak_slots_used: int = 0
+    peak_buffers_used: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -109,19 +114,29 @@ class PoolConfig:
     """Knobs of the decode pool (validated on creation)."""
 
     workers: int = 2
-    queue_depth: int = 8
+    batch_size: int = 16
+    #: batch buffers in the ring (>= 2): the ones sessions hold, one filling, one spare
+    buffers: int = 4
+    #: "uint8" (raw clips) or "float32" (mean subtracted in the workers)
+    dtype: str = "uint8"
+    #: clips each worker may decode ahead of its rows (held in the worker's own memory)
+    backlog: int = 4
     start_method: str = "spawn"
     video_timeout: float = 600.0
     max_retries: int = 1
     lookahead: int | None = None        # videos dispatched beyond the head (default 2*workers)
-    producer: str = "e3d_stream.video._clips:iter_video_clips"   # "module:function" run in the worker
+    producer: str = DEFAULT_PRODUCER    # "module:function" run in the worker
     producer_options: dict = field(default_factory=dict)
+    #: "module:function" a worker calls once with ``producer_options`` before its first task
+    worker_init: str | None = None
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
-        if self.queue_depth < 1:
-            raise ConfigError(f"queue_depth must be >= 1, got {self.queue_depth}")
+        for name in ("workers", "batch_size", "backlog"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.buffers, int) or self.buffers < 2:
+            raise ConfigError(f"buffers must be an integer >= 2, got {self.buffers!r}")
         if self.start_method not in START_METHODS:
             raise ConfigError(f"start_method {self.start_method!r} is not one of {START_METHODS}")
         if self.video_timeout <= 0:
@@ -132,55 +147,65 @@ class PoolConfig:
 
 # --------------------------------------------------------------------------- parent side
 
+
 @dataclass
 class _Worker:
     proc: Any
     conn: Any
+    ready: bool = False                      # its start-up (worker_init) is done
     task: int | None = None
     started: float = 0.0
-    granted: set = field(default_factory=set)
-    waiting: bool = False  # sent "need", no grant yet
+    segment: tuple[int, int] | None = None   # (buffer, first row) granted, not acknowledged
+    waiting: bool = False                    # asked for rows, none granted yet
     wait_start: float = 0.0
-    waited: float = 0.0    # time this task spent waiting for slots (not decoding)
+    waited: float = 0.0                      # time this task spent waiting for rows
 
     def active_s(self, now: float) -> float:
-        """Seconds this task has spent decoding (slot waits excluded)."""
+        """Seconds this task has spent decoding (waits for rows excluded)."""
         return now - self.started - self.waited - ((now - self.wait_start) if self.waiting else 0.0)
+
+
+def _send(worker: _Worker, msg: tuple) -> None:
+    """Send to a worker; one that died meanwhile is noticed (and its task retried) by the next pump."""
+    try:
+        worker.conn.send(msg)
+    except OSError:   # BrokenPipeError, ConnectionResetError: the process is gone
+        pass
 
 
 @dataclass
 class _Video:
     item: Any
+    skip: int = 0                       # clips not to write (resume: already scored)
     attempts: int = 0
-    ready: dict = field(default_factory=dict)   # clip index -> slot held by the parent
-    yielded: int = 0                            # clips already handed to the consumer
-    end: tuple | None = None                    # ("done", ...) or ("failed", Failure)
+    written: int = 0                    # rows acknowledged in this run
+    end: tuple | None = None            # ("done", ...) or ("failed", Failure)
     worker: int | None = None
 
 
 class ClipPool:
-    """Iterate the clips of many videos, decoded in worker processes, in dataset order.
+    """Decode many videos in worker processes into batches of a shared-memory ring, in dataset order.
 
-    >>> with ClipPool(PoolConfig(workers=2, queue_depth=8)) as pool:   # doctest: +SKIP
+    >>> with ClipPool(PoolConfig(workers=2, batch_size=8)) as pool:   # doctest: +SKIP
     ...     for ev in pool.run(items):
-    ...         if isinstance(ev, ClipEvent): use(ev.data)   # copy before advancing
+    ...         if isinstance(ev, BatchReady):
+    ...             use(ev.data[:ev.n_valid]); pool.release(ev.buffer)
 
     ``items`` need a ``path`` (and a ``video_id``) attribute. ``close()`` is
     idempotent and leaves no process or shared-memory segment behind.
     """
 
-    def __init__(self, config: PoolConfig | None = None, **kwargs) -> None:
+    def __init__(self, config: PoolConfig | None = None, **kwargs: Any) -> None:
         self.config = config or PoolConfig(**kwargs)
         self.stats = PoolStats()
         self._ctx = mp.get_context(self.config.start_method)
-        # the creator's pid in the name: a leak is attributable (and tests check for it)
-        self._shm = shared_memory.SharedMemory(create=True, size=self.config.queue_depth * CLIP_BYTES,
-                                               name=f"{SHM_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:12]}")
-        self._ring = np.ndarray((self.config.queue_depth, *CLIP_SHAPE), dtype=np.uint8, buffer=self._shm.buf)
-        self._free: deque[int] = deque(range(self.config.queue_depth))
+        self.ring = BatchRing(self.config.buffers, self.config.batch_size, self.config.dtype)
         self._workers: list[_Worker | None] = [None] * self.config.workers
         self._closed = False
         self._idle_deaths = 0
+        self._rows: dict[int, list[tuple[int, int]]] = {}   # buffer -> acknowledged rows (item, clip)
+        self._ready: deque[int] = deque()                    # full buffers, in order, not yet yielded
+        self._held: set[int] = set()                         # yielded, not yet released by the consumer
         for w in range(self.config.workers):
             self._spawn(w)
 
@@ -189,8 +214,8 @@ class ClipPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=worker_main, name=f"e3d-decode-{w}", daemon=True,
-            args=(child_conn, self._shm.name, self.config.queue_depth, os.getpid(),
-                  self.config.producer))
+            args=(child_conn, self.ring.name, self.ring.shape, self.ring.dtype, os.getpid(), self.config.producer,
+                  self.config.worker_init, dict(self.config.producer_options)))
         proc.start()
         child_conn.close()
         self._workers[w] = _Worker(proc, parent_conn)
@@ -203,62 +228,75 @@ class ClipPool:
             worker.proc.kill()
         worker.proc.join(timeout=5)
         worker.conn.close()
-        self._free.extend(sorted(worker.granted))  # its unfinished writes are garbage: reclaim
+        if worker.segment is not None:   # its unacknowledged rows are garbage: assign them again
+            self.ring.give_back(*worker.segment)
         self._workers[w] = None
 
     @property
-    def slots_in_use(self) -> int:
-        """Ring slots granted to workers or holding clips not yet consumed (queue fill)."""
-        return self.config.queue_depth - len(self._free)
+    def buffers_in_use(self) -> int:
+        """Ring buffers filling, ready or held by the consumer (queue fill)."""
+        return self.ring.in_use
 
     @property
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers if w is not None]
 
-    # -- the ordered iterator
-    def run(self, items: Sequence[Any], *, should_stop=None) -> Iterator[ClipEvent | VideoEnd | VideoFailed]:
-        """Yield ClipEvent/VideoEnd/VideoFailed for ``items`` in their order.
+    def release(self, buffer: int) -> None:
+        """Give a yielded buffer back: the consumer (and any session) is done reading it."""
+        if buffer not in self._held:
+            raise ConfigError(f"buffer {buffer} is not held by the consumer (released twice?)")
+        self._held.discard(buffer)
+        self.ring.release(buffer)
 
-        ``should_stop()`` is polled while waiting for workers; when it returns
-        True the iteration ends early (the caller finds out why).
+    # -- the ordered iterator
+    def run(self, items: Sequence[Any], *, skip_first: int = 0, should_stop: Callable[[], bool] | None = None,
+            on_idle: Callable[[], None] | None = None) -> Iterator[BatchReady | VideoEnd | VideoFailed]:
+        """Yield batches and video ends for ``items`` in their order.
+
+        ``skip_first``: clips of the first item not to decode into rows (resume).
+        ``should_stop()`` is polled while waiting; when it returns True the
+        iteration ends early (the caller finds out why). ``on_idle()`` is called
+        while waiting for workers (e.g. to release buffers a device finished with).
         """
         if self._closed:
             raise WorkerError("ClipPool is closed")
         videos = [_Video(item) for item in items]
+        if videos:
+            videos[0].skip = skip_first
         pending = deque(range(len(videos)))     # not yet dispatched
-        head = 0
+        self._head = 0
         lookahead = self.config.lookahead or 2 * self.config.workers
         try:
-            while head < len(videos):
-                self._dispatch(videos, pending, head, lookahead)
-                progressed = False
+            while True:
+                while self._ready:
+                    yield self._batch(self._ready.popleft())
+                head = self._head
+                if head >= len(videos):
+                    break
+                self._dispatch(videos, pending, lookahead)
                 v = videos[head]
-                # hand out everything of the head video that is ready, in clip order
-                while v.yielded in v.ready:
-                    slot = v.ready.pop(v.yielded)
-                    v.yielded += 1
-                    self.stats.clips += 1
-                    try:
-                        yield ClipEvent(v.item, v.yielded - 1, self._ring[slot])
-                    finally:
-                        self._free.append(slot)
-                    progressed = True
-                    self._grant(head)
-                if v.end is not None and not v.ready:
-                    head += 1
+                if v.end is not None:
+                    self._head += 1
                     self.stats.videos += 1
                     if v.end[0] == "done":
                         _, n_frames, n_clips, warning = v.end
                         yield VideoEnd(v.item, n_frames, n_clips, warning)
                     else:
-                        yield VideoFailed(v.item, v.end[1], v.yielded)
+                        yield VideoFailed(v.item, v.end[1], v.written)
+                    self._grant(videos)
                     continue
-                if not progressed:
-                    if should_stop is not None and should_stop():
-                        return
-                    t0 = time.perf_counter()
-                    self._pump(videos, head, pending)
-                    self.stats.consumer_wait_s += time.perf_counter() - t0
+                if should_stop is not None and should_stop():
+                    return
+                if on_idle is not None:
+                    on_idle()
+                t0 = time.perf_counter()
+                self._pump(videos, pending)
+                self.stats.consumer_wait_s += time.perf_counter() - t0
+            last = self.ring.cursor
+            if last is not None and self._rows.get(last[0]):
+                buf = last[0]
+                self.ring.cursor = None
+                yield self._batch(buf)
         finally:
             # a consumer that stops early leaves workers mid-video: restart them clean
             for w, worker in enumerate(self._workers):
@@ -266,39 +304,61 @@ class ClipPool:
                     self._kill(w)
                     if not self._closed:
                         self._spawn(w)
-            self._free = deque(range(self.config.queue_depth))
+            self.ring.reset(keep=self._held)   # buffers the consumer still holds come back by release()
+            self._rows.clear()
+            self._ready.clear()
 
-    def _dispatch(self, videos, pending, head, lookahead) -> None:
+    def _batch(self, buf: int) -> BatchReady:
+        rows = tuple(self._rows.pop(buf))
+        self._held.add(buf)
+        self.stats.batches += 1
+        self.stats.clips += len(rows)
+        return BatchReady(buf, self.ring.view(buf), rows)
+
+    def _dispatch(self, videos: list[_Video], pending: deque, lookahead: int) -> None:
         for w, worker in enumerate(self._workers):
             if worker is None:
                 self._spawn(w)
                 worker = self._workers[w]
-            if worker.task is None and pending and pending[0] < head + lookahead:
+            assert worker is not None
+            if worker.ready and worker.task is None and pending and pending[0] < self._head + lookahead:
                 t = pending.popleft()
                 v = videos[t]
                 v.attempts += 1
                 v.worker = w
                 worker.task, worker.started, worker.waiting, worker.waited = t, time.monotonic(), False, 0.0
-                worker.conn.send(("task", t, v.item.path, dict(self.config.producer_options)))
+                _send(worker, ("task", t, v.item.path, dict(self.config.producer_options),
+                               v.skip + v.written, self.config.backlog))
 
-    def _grant(self, head) -> None:
-        """Give free slots to waiting workers: the head first, others keep one in reserve."""
-        order = sorted((w for w in range(len(self._workers))
-                        if self._workers[w] is not None and self._workers[w].waiting),
-                       key=lambda w: self._workers[w].task != head)
-        for w in order:
-            worker = self._workers[w]
-            reserve = 0 if worker.task == head else 1
-            if len(self._free) > reserve:
-                slot = self._free.popleft()
-                worker.granted.add(slot)
-                worker.waiting = False
-                worker.waited += time.monotonic() - worker.wait_start
-                worker.conn.send(("slot", slot))
-        used = self.config.queue_depth - len(self._free)
-        self.stats.peak_slots_used = max(self.stats.peak_slots_used, used)
+    def _grant(self, videos: list[_Video]) -> None:
+        """Rows for the head video's worker, if it asked and a buffer has room."""
+        if self._head >= len(videos):
+            return
+        w = videos[self._head].worker
+        worker = None if w is None else self._workers[w]
+        if worker is None or worker.task != self._head or not worker.waiting or worker.segment is not None:
+            return
+        segment = self.ring.next_segment()
+        if segment is None:
+            return
+        buf, first, end = segment
+        self._rows.setdefault(buf, [])
+        worker.segment = (buf, first)
+        worker.waiting = False
+        worker.waited += time.monotonic() - worker.wait_start
+        _send(worker, ("rows", buf, first, end))
+        self.stats.peak_buffers_used = max(self.stats.peak_buffers_used, self.ring.in_use)
 
-    def _pump(self, videos, head, pending) -> None:
+    def _acknowledge(self, v: _Video, task: int, buf: int, n: int) -> None:
+        """``n`` rows of ``buf`` from the segment's first row on now hold clips of video ``task``."""
+        rows = self._rows.setdefault(buf, [])
+        first_clip = v.skip + v.written
+        rows.extend((task, first_clip + i) for i in range(n))
+        v.written += n
+        if len(rows) == self.config.batch_size:
+            self._ready.append(buf)
+
+    def _pump(self, videos: list[_Video], pending: deque) -> None:
         """Wait briefly for worker messages; handle deaths and timeouts."""
         from multiprocessing.connection import wait
 
@@ -306,12 +366,19 @@ class ClipPool:
         ready = wait(list(conns), timeout=_POLL_S)
         for conn in ready:
             w = conns[conn]
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                continue  # the death is noticed below
-            self._handle(w, msg, videos)
-        self._grant(head)
+            while True:   # everything this worker sent so far
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    break  # the death is noticed below
+                self.stats.messages += 1
+                self._handle(w, msg, videos)
+                try:
+                    if not conn.poll(0):
+                        break
+                except (EOFError, OSError):
+                    break
+        self._grant(videos)
         now = time.monotonic()
         for w, worker in enumerate(self._workers):
             if worker is None:
@@ -332,53 +399,64 @@ class ClipPool:
                 self.stats.workers_replaced += 1
                 self._fail(v, ledger.Failure(getattr(v.item, "video_id", str(v.item)), ledger.TIMEOUT,
                                              f"decode took longer than {self.config.video_timeout:g} s; worker killed"))
+        self._grant(videos)
 
-    def _handle(self, w: int, msg: tuple, videos) -> None:
+    def _handle(self, w: int, msg: tuple, videos: list[_Video]) -> None:
         worker = self._workers[w]
+        assert worker is not None
         kind, task = msg[0], msg[1]
+        if kind == "ready":
+            worker.ready = True
+            return
         v = videos[task]
         if kind == "need":
             worker.waiting, worker.wait_start = True, time.monotonic()
-        elif kind == "clip":
-            _, _, index, slot = msg
-            worker.granted.discard(slot)
-            if index < v.yielded or v.end is not None:   # already handed out by an earlier attempt
-                self._free.append(slot)
+        elif kind == "wrote":
+            _, _, buf, n, more = msg
+            worker.segment = None
+            self._acknowledge(v, task, buf, n)
+            if more:
+                worker.waiting, worker.wait_start = True, time.monotonic()
+        elif kind in ("done", "error"):
+            buf, used = msg[-2], msg[-1]
+            if worker.segment is not None:
+                seg_buf, first = worker.segment
+                worker.segment = None
+                if used:
+                    self._acknowledge(v, task, seg_buf, used)
+                self.ring.give_back(seg_buf, first + used)
+            worker.task, worker.waiting = None, False
+            if kind == "done":
+                _, _, n_frames, n_clips, warning, decode_s, waited, _, _ = msg
+                self.stats.decode_s += decode_s
+                self.stats.producer_wait_s += waited
+                if warning is not None and hasattr(v.item, "video_id"):
+                    # the producer only saw a path; the ledger speaks of annotation ids
+                    # (they differ for files found by the case-insensitive fallback)
+                    warning = dataclasses.replace(warning, video_id=v.item.video_id)
+                v.end = ("done", n_frames, n_clips, warning)
             else:
-                v.ready[index] = slot
-        elif kind == "done":
-            _, _, n_frames, n_clips, warning, decode_s, waited = msg
-            self.stats.decode_s += decode_s
-            self.stats.producer_wait_s += waited
-            worker.task = None
-            if warning is not None and hasattr(v.item, "video_id"):
-                # the producer only saw a path; the ledger speaks of annotation ids
-                # (they differ for files found by the case-insensitive fallback)
-                warning = dataclasses.replace(warning, video_id=v.item.video_id)
-            v.end = ("done", n_frames, n_clips, warning)
-        elif kind == "error":
-            _, _, reason, detail, tb, n_frames = msg
-            worker.task = None
-            if tb:
-                detail = f"{detail}\n{tb}"
-            self._fail(v, ledger.Failure(getattr(v.item, "video_id", str(v.item)), reason, detail,
-                                         n_frames=n_frames))
+                _, _, reason, detail, tb, n_frames, _, _ = msg
+                if tb:
+                    detail = f"{detail}\n{tb}"
+                self._fail(v, ledger.Failure(getattr(v.item, "video_id", str(v.item)), reason, detail,
+                                             n_frames=n_frames))
 
-    def _on_death(self, w: int, v: _Video, pending, why: str) -> None:
-        task = self._workers[w].task
+    def _on_death(self, w: int, v: _Video, pending: deque, why: str) -> None:
+        worker = self._workers[w]
+        assert worker is not None
+        task = worker.task
         self._kill(w)
         self.stats.workers_replaced += 1
         if v.attempts <= self.config.max_retries:
-            pending.appendleft(task)   # retried on a fresh worker; yielded clips are skipped
+            pending.appendleft(task)   # retried on a fresh worker; acknowledged rows are kept
         else:
             self._fail(v, ledger.Failure(getattr(v.item, "video_id", str(v.item)), ledger.WORKER_DIED,
                                          f"decode worker died on each of {v.attempts} attempt(s) ({why})"))
 
     def _fail(self, v: _Video, failure: ledger.Failure) -> None:
-        for slot in v.ready.values():
-            self._free.append(slot)
-        v.ready.clear()
-        v.end = ("failed", failure)
+        if v.end is None:
+            v.end = ("failed", failure)
 
     # -- lifecycle
     def close(self) -> None:
@@ -397,19 +475,12 @@ class ClipPool:
             if worker is not None:
                 worker.proc.join(timeout=max(0.0, deadline - time.monotonic()))
                 self._kill(w)
-        self._ring = None
-        try:
-            self._shm.close()
-        finally:
-            try:
-                self._shm.unlink()
-            except FileNotFoundError:  # pragma: no cover
-                pass
+        self.ring.close()
 
     def __enter__(self) -> ClipPool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover - safety net
@@ -417,3 +488,7 @@ class ClipPool:
             self.close()
         except Exception:
             pass
+
+
+__all__ = ["DEFAULT_PRODUCER", "SHM_PREFIX", "START_METHODS", "BatchReady", "ClipPool", "PoolConfig", "PoolStats",
+           "VideoEnd", "VideoFailed"]

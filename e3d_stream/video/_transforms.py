@@ -173,6 +173,11 @@ def resize_kernel(resize: str) -> str:
             "fast": "opencv area + bilinear (approximate)"}[resize]
 
 
+def warm_up_worker(*, resize: str = "exact", **_producer_options: Any) -> None:
+    """A decode worker's start-up: load the exact kernel before its first video (see :func:`warm_up`)."""
+    warm_up(resize)
+
+
 def warm_up(resize: str) -> float:
     """Compile or load the exact kernel before worker processes start; seconds spent (0 when not used).
 
