@@ -195,3 +195,28 @@ def test_cli_flags_reach_the_exporter(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "not simplified" in text and "max abs diff" not in text
     assert graph_io(out) == ([("image", [2, 3, 16, 112, 112])], [("class", [2, 4])])
+
+
+def test_uint8_input_model_gives_the_logits_of_the_float_model_on_host_normalised_clips(tmp_path, capsys):
+    """Cast + Sub(mean) at the front of the graph is the reference's float32 arithmetic."""
+    from e3d_stream.constants import MEAN_RGB_F32
+
+    model = build_model("mobilenetv2", num_classes=6, width_mult=0.25)
+    f32 = export_onnx(model, tmp_path / "f32.onnx")
+    u8 = export_onnx(model, tmp_path / "u8.onnx", uint8_input=True)
+    assert (f32.input_dtype, u8.input_dtype) == ("float32", "uint8")
+    assert u8.max_abs_diff <= 1e-4 * u8.max_abs_logit
+    graph = onnx.load(str(tmp_path / "u8.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    (cast,) = [n for n in graph.node if "image" in n.input]
+    (sub,) = [n for n in graph.node if cast.output[0] in n.input]
+    assert (cast.op_type, sub.op_type) == ("Cast", "Sub")
+    clips = np.random.default_rng(3).integers(0, 256, (3, 3, 16, 112, 112), dtype=np.uint8)
+    normalised = np.subtract(clips, MEAN_RGB_F32.reshape(1, 3, 1, 1, 1), dtype=np.float32)
+    got = run_onnx(tmp_path / "u8.onnx", clips)
+    want = run_onnx(tmp_path / "f32.onnx", normalised)
+    np.testing.assert_array_equal(got, want)   # bit-identical under ONNX Runtime CPU
+    assert main(["export", str(save_checkpoint(model, tmp_path / "m.pth", arch="mobilenetv2")),
+                 str(tmp_path / "cli.onnx"), "--uint8_input", "--width_mult", "0.25", "--atc", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "input image uint8 batchx3x16x112x112" in out and 'atc --model=' in out and '"image:4,3,16,112,112"' in out

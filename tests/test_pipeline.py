@@ -205,3 +205,49 @@ def test_eval_om_through_the_ais_bench_stand_in(tmp_path, monkeypatch):
         mean = reference_mean(softmax(logits))
         assert result.topk_indices[0] == int(np.argmax(mean))
         assert np.allclose(sorted(result.topk_scores, reverse=True), np.sort(mean)[::-1], atol=1e-5)
+
+
+# -- uint8 batches, several devices -----------------------------------------------------------
+
+def test_uint8_and_float32_paths_and_several_devices_give_byte_identical_val_json(tmp_path):
+    ann = _synthetic_set(tmp_path, 10)
+    base = dict(video_path=str(tmp_path / "videos"), annotation_path=str(ann), backend="simulated", batch_size=3,
+                workers=2, queue_depth=4)
+    runs = {
+        "uint8": {},
+        "float32": {"session_options": {"input_dtype": "float32"}},          # normalised by the workers
+        "2 devices": {"device": "sim:0,sim:1", "session_options": {"ms_per_clip": 2.0}},
+        "3 devices, float32": {"device": "sim:0,sim:1,sim:2", "session_options": {"input_dtype": "float32"}},
+        "modelzoo, 2 devices": {"device": "sim:0,sim:1", "compat": "modelzoo"},
+        "modelzoo": {"compat": "modelzoo"},
+    }
+    val, reports = {}, {}
+    for name, extra in runs.items():
+        out = tmp_path / name.replace(" ", "_").replace(",", "")
+        reports[name] = evaluate(EvalConfig.create(**base, output=str(out), **extra))
+        val[name] = (out / "val.json").read_bytes()
+    assert val["uint8"] == val["float32"] == val["2 devices"] == val["3 devices, float32"]
+    assert val["modelzoo"] == val["modelzoo, 2 devices"] != val["uint8"]
+    assert reports["float32"].throughput["input_dtype"] == "float32"
+    assert reports["uint8"].throughput["input_dtype"] == "uint8"
+    two = reports["2 devices"]
+    assert two.throughput["devices"] == 2 and two.session["devices"] == ["sim:0", "sim:1"]
+
+
+def test_onnx_uint8_model_scores_like_the_float_model(fixtures_dir, tmp_path, onnx_model):
+    from e3d_stream.seed._export import export_onnx
+
+    u8 = tmp_path / "u8.onnx"
+    export_onnx(fixtures_dir / "checkpoint.pth", u8, uint8_input=True)
+    a = fixture_eval(fixtures_dir, tmp_path / "f32", onnx_model, batch_size=4)
+    b = fixture_eval(fixtures_dir, tmp_path / "u8", u8, batch_size=4)
+    assert (a.throughput["input_dtype"], b.throughput["input_dtype"]) == ("float32", "uint8")
+    assert (tmp_path / "f32" / "val.json").read_bytes() == (tmp_path / "u8" / "val.json").read_bytes()
+
+
+def test_device_lists_are_checked():
+    from e3d_stream.errors import ConfigError
+
+    for bad, match in (("sim:0,,sim:1", "empty entry"), ("sim:0,sim:0", "twice"), ("gpu:0", "not valid")):
+        with pytest.raises(ConfigError, match=match):
+            EvalConfig.create(video_path="v", annotation_path="a", backend="simulated", device=bad)

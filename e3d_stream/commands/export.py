@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the ONNX Runtime vs torch comparison")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="fail when max|onnx - torch| exceeds this times max|logit|")
+    parser.add_argument("--uint8_input", action="store_true",
+                        help="take raw uint8 clips: Cast + Sub(mean) at the front of the graph (a quarter of the "
+                             "bytes per batch; e3d-stream then sends uint8 batches)")
     parser.add_argument("--atc", metavar="BATCHES", default=None,
                         help="print ATC commands for these batch sizes, e.g. 1,4,8,16,32,64")
     parser.add_argument("--soc_version", default="Ascend310P3", help="ATC --soc_version (see npu-smi info)")
@@ -46,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
     options = arch_options(args)
     result = export_onnx(args.checkpoint, args.output, opset=args.opset, batch=args.batch,
                          simplify=getattr(args, "simplify", True), check=getattr(args, "check", True),
-                         tolerance=args.tolerance, **options)
+                         tolerance=args.tolerance, uint8_input=args.uint8_input, **options)
     shape = "x".join(str(d) for d in result.input_shape)
     print(f"wrote {result.path} ({result.arch}, opset {result.opset}, "
           f"{'simplified' if result.simplified else 'not simplified'}, "
-          f"input {result.input_names[0]} {shape}, output {result.output_names[0]})")
+          f"input {result.input_names[0]} {result.input_dtype} {shape}, output {result.output_names[0]})")
     if result.max_abs_diff is not None:
         print(f"onnxruntime vs torch: max abs diff {result.max_abs_diff:.3g} "
               f"(max |logit| {result.max_abs_logit:.3g}, relative {result.max_abs_diff / result.max_abs_logit:.3g})")

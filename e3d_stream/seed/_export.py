@@ -21,6 +21,10 @@ Conversion notes (the seed's gotchas):
   Only the batch axis is dynamic (or fixed with ``batch=``).
 * The file is always self-contained (no external-data side file), which is
   what ATC and ``onnxsim`` expect.
+* ``uint8_input=True`` puts ``Cast(float32)`` and ``Sub(mean)`` (the
+  reference's float32 arithmetic, SPEC A.7) in front of the network: the input
+  ``image`` is then raw uint8 clips (a quarter of the bytes to copy), and ONNX
+  Runtime, TensorRT and ATC models built from the file take them directly.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class ExportResult:
     max_abs_diff: float | None  # None when check=False
     max_abs_logit: float | None
     arch: str | None = None
+    input_dtype: str = "float32"
 
 
 def _require(module: str, extra: str = "onnx"):
@@ -153,8 +158,26 @@ def _save(proto, out_path: Path) -> None:
         raise OutputError(exc.errno, f"cannot write {out_path}: {exc.strerror or exc}", str(out_path)) from exc
 
 
+def _with_uint8_input(model):
+    """``model`` behind ``x.float() - mean``: exported as Cast + Sub at the front of the graph."""
+    import torch
+
+    from ..constants import MEAN_RGB_F32
+
+    class Uint8Input(torch.nn.Module):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.from_numpy(MEAN_RGB_F32.reshape(1, 3, 1, 1, 1).copy()))
+
+        def forward(self, x):
+            return self.net(x.to(torch.float32) - self.mean)
+
+    return Uint8Input(model).to(_device_of(model)).eval()
+
+
 def compare_with_onnxruntime(model, onnx_path, inputs) -> tuple[float, float]:
-    """Run ``inputs`` (float32 ndarray) through torch and ONNX Runtime.
+    """Run ``inputs`` (float32 or uint8 ndarray, what the graph takes) through torch and ONNX Runtime.
 
     Returns ``(max |torch - ort|, max |torch logit|)``.
     """
@@ -175,14 +198,15 @@ def compare_with_onnxruntime(model, onnx_path, inputs) -> tuple[float, float]:
 
 def export_onnx(checkpoint_or_model, out_path, *, opset: int = 11, batch: int | None = None,
                 simplify: bool = True, check: bool = True, tolerance: float = 1e-4, seed: int = 0,
-                **arch_opts) -> ExportResult:
+                uint8_input: bool = False, **arch_opts) -> ExportResult:
     """Export a checkpoint path (or an ``nn.Module``) to one self-contained ``.onnx``.
 
     ``arch_opts`` go to :func:`~e3d_stream.models.load_checkpoint` (``arch``,
     ``width_mult``, ``sample_size`` ...); with a module only ``sample_size``
     and ``sample_duration`` apply, and the module is put in ``eval()`` mode. The input is ``image``
     (N, 3, T, S, S) float32, the output ``class`` (N, classes); N is dynamic
-    unless ``batch`` fixes it. With ``check`` the written file is compared
+    unless ``batch`` fixes it; ``uint8_input`` makes the input raw uint8 clips
+    (the mean is subtracted in the graph). With ``check`` the written file is compared
     with torch on a random batch (N = ``batch`` or 2, values like
     mean-subtracted pixels) and a ConfigError is raised when
     ``max|diff| > tolerance * max|logit|``.
@@ -197,7 +221,10 @@ def export_onnx(checkpoint_or_model, out_path, *, opset: int = 11, batch: int | 
     import torch
 
     out_path = Path(out_path)
-    example = torch.zeros(batch or 1, 3, duration, size, size, device=_device_of(model))
+    if uint8_input:
+        model = _with_uint8_input(model)
+    dtype = torch.uint8 if uint8_input else torch.float32
+    example = torch.zeros(batch or 1, 3, duration, size, size, device=_device_of(model), dtype=dtype)
     proto = _trace_to_onnx(model, example, opset=opset, dynamic=batch is None)
     if simplify:
         proto = _simplify(proto)
@@ -205,7 +232,11 @@ def export_onnx(checkpoint_or_model, out_path, *, opset: int = 11, batch: int | 
     diff = peak = None
     if check:
         rng = np.random.default_rng(seed)
-        inputs = (rng.standard_normal((batch or 2, 3, duration, size, size)) * 50).astype(np.float32)
+        shape = (batch or 2, 3, duration, size, size)
+        if uint8_input:
+            inputs = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            inputs = (rng.standard_normal(shape) * 50).astype(np.float32)
         diff, peak = compare_with_onnxruntime(model, out_path, inputs)
         if diff > tolerance * max(peak, 1e-12):
             raise ConfigError(f"{out_path}: ONNX Runtime differs from torch by {diff:.3g} "
@@ -215,6 +246,7 @@ def export_onnx(checkpoint_or_model, out_path, *, opset: int = 11, batch: int | 
         input_names=tuple(i.name for i in proto.graph.input),
         output_names=tuple(o.name for o in proto.graph.output),
         simplified=simplify, max_abs_diff=diff, max_abs_logit=peak, arch=arch,
+        input_dtype="uint8" if uint8_input else "float32",
     )
 
 
