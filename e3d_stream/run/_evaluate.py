@@ -323,7 +323,8 @@ class _Run:
                               dropped_clips=len(loader.dropped), wall_s=wall, peak_open_videos=self.peak_open)
         if len(self.sessions) > 1:
             report = dataclasses.replace(report, session={**report.session,
-                                                          "devices": [s.device for s in self.sessions]})
+                                                          "devices": [s.device for s in self.sessions],
+                                                          "per_device": [s.describe() for s in self.sessions]})
         if self.bins is not None:
             self.bins.close()
         if out.output:
