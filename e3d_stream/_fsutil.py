@@ -20,7 +20,8 @@ from .errors import ConfigError, OutputError
 _fdopen = os.fdopen  # the one place files are opened (tests inject disk-full errors here)
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None], *, mode: str = "wb", fsync: bool = True) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, mode: str = "wb",
+                 fsync: bool = True) -> Path:
     """Call ``write(fileobj)`` on a temp file beside ``path``, then rename it into place.
 
     ``fsync=False`` skips the flush to stable storage: the rename still makes
@@ -51,23 +52,23 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, mode: str = 
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes | memoryview | Iterable[bytes | memoryview], *,
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview | Iterable[bytes | memoryview], *,
                        fsync: bool = True) -> Path:
     """Write one buffer, or an iterable of buffers, atomically."""
     chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
 
-    def write(fh) -> None:
+    def write(fh: Any) -> None:
         for chunk in chunks:
             fh.write(chunk)
 
     return atomic_write(path, write, fsync=fsync)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
-def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 1) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
@@ -103,7 +104,7 @@ def _unlink_quietly(tmp: str) -> None:
         pass
 
 
-def check_input_dir(path: str | os.PathLike, what: str) -> Path:
+def check_input_dir(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` as a readable directory, or a :class:`ConfigError` naming it."""
     p = Path(path)
     if not p.exists():
@@ -115,7 +116,7 @@ def check_input_dir(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def make_output_dir(path: str | os.PathLike) -> Path:
+def make_output_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` (and parents), or raise an :class:`OutputError` naming it."""
     p = Path(path)
     try:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from . import __version__
 from .errors import E3DError, PipelineInterrupted
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_module(module: str):
+def _command_module(module: str) -> ModuleType:
     return importlib.import_module(f".commands.{module}", __package__)
 
 

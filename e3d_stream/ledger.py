@@ -9,6 +9,7 @@ ffmpeg extraction does).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .errors import ConfigError
 
@@ -50,11 +51,11 @@ class Failure:
         if self.reason not in REASONS:
             raise ConfigError(f"unknown failure reason {self.reason!r}; expected one of {REASONS}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Failure:
+    def from_dict(cls, d: dict[str, Any]) -> Failure:
         return cls(**d)
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import AnnotationError, ConfigError
 from ..scoring._metrics import read_val_json, video_accuracy
-from ..scoring._perclass import PerClassStats, per_class_stats, top1_prediction
+from ..scoring._perclass import ClassStats, PerClassStats, per_class_stats, top1_prediction
 from ..video._dataset import load_annotation
 
 HELP = "compare two runs: overall and per-class accuracy, videos whose prediction changed"
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=10, help="how many changed classes to list")
 
 
-def _read_result(path: Path) -> dict:
+def _read_result(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -44,14 +45,14 @@ def _read_result(path: Path) -> dict:
     return data
 
 
-def _config(result: dict, path: Path) -> dict:
+def _config(result: dict[str, Any], path: Path) -> dict[str, Any]:
     cfg = result.get("config", {})
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: 'config' must be an object")
     return cfg
 
 
-def _rate(result: dict, key: str, fallback: float) -> float:
+def _rate(result: dict[str, Any], key: str, fallback: float) -> float:
     value = result.get(key)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else fallback
 
@@ -60,9 +61,15 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.5f}"
 
 
+def _top1(c: ClassStats) -> float:
+    """The top-1 of a class that has videos (the only classes compared; both runs share the ground truth)."""
+    assert c.top1 is not None
+    return c.top1
+
+
 def _class_line(label: str, a: PerClassStats, b: PerClassStats, i: int) -> str:
     ca, cb = a.classes[i], b.classes[i]
-    return (f"  {cb.top1 - ca.top1:+.3f}  {label:<24s} {ca.top1:.3f} ({ca.top1_hits}/{ca.videos}) -> "
+    return (f"  {_top1(cb) - _top1(ca):+.3f}  {label:<24s} {ca.top1:.3f} ({ca.top1_hits}/{ca.videos}) -> "
             f"{cb.top1:.3f} ({cb.top1_hits}/{cb.videos})")
 
 
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     (_, _, _, preds_a, _, stats_a), (_, _, _, preds_b, _, stats_b) = runs
     changed = [i for i in range(len(labels)) if stats_a.classes[i].videos
                and stats_a.classes[i].top1_hits != stats_b.classes[i].top1_hits]
-    changed.sort(key=lambda i: (-abs(stats_b.classes[i].top1 - stats_a.classes[i].top1), i))
+    changed.sort(key=lambda i: (-abs(_top1(stats_b.classes[i]) - _top1(stats_a.classes[i])), i))
     print(f"classes whose top-1 changed: {len(changed)} of {sum(1 for c in stats_a.classes if c.videos)}"
           + (f" (largest {min(args.top, len(changed))}):" if changed and args.top else ""))
     for i in changed[: args.top]:

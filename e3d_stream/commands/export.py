@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
           f"{'simplified' if result.simplified else 'not simplified'}, "
           f"input {result.input_names[0]} {result.input_dtype} {shape}, output {result.output_names[0]})")
     if result.max_abs_diff is not None:
+        assert result.max_abs_logit is not None  # measured together with max_abs_diff
         print(f"onnxruntime vs torch: max abs diff {result.max_abs_diff:.3g} "
               f"(max |logit| {result.max_abs_logit:.3g}, relative {result.max_abs_diff / result.max_abs_logit:.3g})")
     if batches and args.opset != 11:

@@ -15,12 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .._fsutil import atomic_write_bytes, make_output_dir
 from ..errors import ConfigError
 from ..scoring._accumulator import COMPAT_MODES, TopKAccumulator
-from ..scoring._metrics import clip_accuracy, ground_truth_from_annotation, video_accuracy, write_val_json
+from ..scoring._metrics import (
+    AccuracyReport,
+    clip_accuracy,
+    ground_truth_from_annotation,
+    video_accuracy,
+    write_val_json,
+)
 from ..scoring._numerics import SOFTMAX_BACKENDS
 from ..seed._binio import iter_ais_outputs, read_info, read_summary
 
@@ -31,17 +39,17 @@ DESCRIPTION = ("Score ais_bench outputs (<result_path>/<k>_0.bin, paired with li
 KEEP_TOPK = 10
 
 
-def _seed_acc(report) -> str:
+def _seed_acc(report: AccuracyReport) -> str:
     # The seed json.dump()s one string built from eval's float hit rates.
     return f"top1 acc:{report.accuracy(1)}; top5 acc:{report.accuracy(5)}"
 
 
-def _json_acc(report) -> dict:
+def _json_acc(report: AccuracyReport) -> dict[str, Any]:
     return report.to_dict()
 
 
 #: --acc_format -> payload builder (the seed's string, or an object with counts)
-ACC_FORMATS = {"seed": _seed_acc, "json": _json_acc}
+ACC_FORMATS: dict[str, Callable[[AccuracyReport], str | dict[str, Any]]] = {"seed": _seed_acc, "json": _json_acc}
 
 
 def _topk_list(text: str) -> tuple[int, ...]:
@@ -107,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.acc_file is not None:
         payload = ACC_FORMATS[args.acc_format](report)
         if args.acc_format == "json":
+            assert isinstance(payload, dict)  # _json_acc's object
             payload.update(clips=clips.to_dict(), compat=args.compat,
                            n_bins=len(info), batch_size=batch)
         atomic_write_bytes(args.acc_file, json.dumps(payload).encode(), fsync=False)

@@ -22,10 +22,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError, ConfigError
-from .options import add_arch_arguments, arch_options  # noqa: F401 (re-exported for the commands)
+from .options import add_arch_arguments as add_arch_arguments  # re-exported for the commands
+from .options import arch_options as arch_options
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: option -> default, for every option :func:`build_model` understands
 DEFAULTS: Mapping[str, Any] = {
@@ -57,12 +61,13 @@ class ArchSpec:
     options: tuple[str, ...]
     classifier: str
     summary: str
-    choices: Mapping[str, tuple] = field(default_factory=dict)
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     size_multiple: int = 1  # upstream asserts sample_size % 16 == 0 for two families
 
-    def __call__(self, **kwargs):
+    def __call__(self, **kwargs: Any) -> nn.Module:
         constructor = getattr(importlib.import_module(f".{self.module}", __name__), self.cls)
-        return constructor(**kwargs)
+        model: nn.Module = constructor(**kwargs)
+        return model
 
 
 _SHORTCUT = ("A", "B")
@@ -91,12 +96,12 @@ ARCHITECTURES: Mapping[str, ArchSpec] = {s.name: s for s in (
 )}
 
 
-def _check(name: str, value, ok: bool, allowed: str) -> None:
+def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"invalid {name}={value!r}: expected {allowed}")
 
 
-def resolve_options(arch: str, *, num_classes: int, **options) -> dict:
+def resolve_options(arch: str, *, num_classes: int, **options: Any) -> dict[str, Any]:
     """Validate ``options`` for ``arch``; return the constructor kwargs it takes.
 
     Options the architecture does not use are accepted and dropped (the same
@@ -135,7 +140,7 @@ def get_spec(arch: str) -> ArchSpec:
 
 def build_model(arch: str, *, num_classes: int, sample_size: int = 112, sample_duration: int = 16,
                 width_mult: float = 1.0, groups: int = 3, version: float = 1.1, model_depth: int = 18,
-                resnet_shortcut: str = "B", resnext_cardinality: int = 32, dropout: float | None = None):
+                resnet_shortcut: str = "B", resnext_cardinality: int = 32, dropout: float | None = None) -> nn.Module:
     """Build an untrained ``arch`` model (train mode, as torch constructs it).
 
     Each constructor takes only the options it needs (see
@@ -154,7 +159,7 @@ _LAZY = {"CheckpointInfo": "checkpoint", "load_checkpoint": "checkpoint", "save_
          "read_checkpoint": "checkpoint"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # checkpoint I/O imports torch: load it only when asked for
     module = _LAZY.get(name)
     if module is None:

@@ -9,18 +9,21 @@ of the keys.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 #: activation name -> module factory (upstream uses ReLU6 in MobileNetV2 only)
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "relu6": lambda: nn.ReLU6(inplace=True),
 }
 
 
-def conv_bn_act(inp: int, oup: int, *, kernel: int = 3, stride=1, act: str = "relu") -> nn.Sequential:
+def conv_bn_act(inp: int, oup: int, *, kernel: int = 3, stride: int | tuple[int, int, int] = 1,
+                act: str = "relu") -> nn.Sequential:
     """``Conv3d(bias=False) -> BatchNorm3d -> activation``; keys ``0.weight``, ``1.*``.
 
     ``kernel`` 3 pads by 1 and ``kernel`` 1 by 0, so spatial size only changes

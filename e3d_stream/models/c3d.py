@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 # group -> (conv output channels, max-pool kernel, stride, padding)
-_GROUPS = (
+_GROUPS: tuple[tuple[tuple[int, ...], tuple[int, int, int], tuple[int, int, int], int | tuple[int, int, int]],
+               ...] = (
     ((64,), (2, 2, 2), (1, 2, 2), 0),
     ((128,), (2, 2, 2), (2, 2, 2), 0),
     ((256, 256), (2, 2, 2), (2, 2, 2), 0),
@@ -24,8 +26,9 @@ _GROUPS = (
 )
 
 
-def _group(inp: int, outs, kernel, stride, padding) -> nn.Sequential:
-    layers = []
+def _group(inp: int, outs: tuple[int, ...], kernel: tuple[int, int, int], stride: tuple[int, int, int],
+           padding: int | tuple[int, int, int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
     for out in outs:
         layers += [nn.Conv3d(inp, out, kernel_size=3, padding=1), nn.BatchNorm3d(out), nn.ReLU()]
         inp = out
@@ -40,8 +43,15 @@ def _fc(inp: int, out: int, dropout: float) -> nn.Sequential:
 class C3D(nn.Module):
     """C3D. 101 classes, 16x112x112: 78,415,077 parameters."""
 
+    # set with setattr() in __init__
+    group1: nn.Sequential
+    group2: nn.Sequential
+    group3: nn.Sequential
+    group4: nn.Sequential
+    group5: nn.Sequential
+
     def __init__(self, *, num_classes: int, sample_size: int = 112, sample_duration: int = 16,
-                 dropout: float = 0.5):
+                 dropout: float = 0.5) -> None:
         super().__init__()
         inp = 3
         for index, (outs, kernel, stride, padding) in enumerate(_GROUPS, start=1):
@@ -52,7 +62,8 @@ class C3D(nn.Module):
         self.fc2 = _fc(4096, 4096, dropout)
         self.fc = nn.Sequential(nn.Linear(4096, num_classes))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for group in (self.group1, self.group2, self.group3, self.group4, self.group5):
             x = group(x)
-        return self.fc(self.fc2(self.fc1(x.flatten(1))))
+        out: torch.Tensor = self.fc(self.fc2(self.fc1(x.flatten(1))))
+        return out

@@ -12,14 +12,16 @@ names the keys and shapes involved.
 
 from __future__ import annotations
 
+import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..constants import UCF101_CLASSES
 from ..errors import BackendUnavailableError, CheckpointError, ConfigError, OutputError
@@ -49,11 +51,11 @@ class CheckpointInfo:
     sample_size: int = 112  # the clip size the model expects (H = W)
     sample_duration: int = 16  # frames per clip
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
 
-def _fmt_shape(shape) -> str:
+def _fmt_shape(shape: Iterable[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
@@ -62,7 +64,8 @@ def _listing(title: str, items: list[str]) -> str:
     return f"\n  {title} ({len(items)}): {shown}"
 
 
-def read_checkpoint(path, *, trusted: bool = False) -> tuple[dict, dict]:
+def read_checkpoint(path: str | os.PathLike[str], *, trusted: bool = False
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``path`` on the CPU; return ``(state_dict without 'module.', metadata)``.
 
     ``metadata`` holds ``arch``, ``epoch`` and ``best_prec1`` when present. A
@@ -91,7 +94,8 @@ def read_checkpoint(path, *, trusted: bool = False) -> tuple[dict, dict]:
     return stripped, meta
 
 
-def _resolve_arch(requested: str | None, saved: str | None, path) -> tuple[str, dict]:
+def _resolve_arch(requested: str | None, saved: str | None, path: str | os.PathLike[str]
+                  ) -> tuple[str, dict[str, Any]]:
     base_req, opts_req = split_arch(requested) if requested else (None, {})
     base_saved, opts_saved = split_arch(saved) if saved else (None, {})
     if base_req and base_saved and base_req != base_saved:
@@ -105,7 +109,8 @@ def _resolve_arch(requested: str | None, saved: str | None, path) -> tuple[str, 
     return arch, {**opts_saved, **opts_req}
 
 
-def _compare(model_state: Mapping, state: Mapping) -> tuple[list[str], list[str], list[str]]:
+def _compare(model_state: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+             ) -> tuple[list[str], list[str], list[str]]:
     missing = [f"{k} {_fmt_shape(v.shape)}" for k, v in model_state.items()
                if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [f"{k} {_fmt_shape(v.shape)}" for k, v in state.items() if k not in model_state]
@@ -114,7 +119,8 @@ def _compare(model_state: Mapping, state: Mapping) -> tuple[list[str], list[str]
     return missing, unexpected, mismatched
 
 
-def load_checkpoint(path, *, arch: str | None = None, device="cpu", trusted: bool = False, **arch_opts):
+def load_checkpoint(path: str | os.PathLike[str], *, arch: str | None = None, device: str | torch.device = "cpu",
+                    trusted: bool = False, **arch_opts: Any) -> tuple[nn.Module, CheckpointInfo]:
     """Load an upstream ``.pth`` into its architecture; return ``(model.eval(), CheckpointInfo)``.
 
     ``arch`` defaults to the checkpoint's own and must agree with it when both
@@ -138,6 +144,7 @@ def load_checkpoint(path, *, arch: str | None = None, device="cpu", trusted: boo
     saved_classes = head[0] if head else None
     num_classes = options.pop("num_classes", None)
     if num_classes is not None and saved_classes is not None and num_classes != saved_classes:
+        assert head is not None  # saved_classes is head[0]
         raise CheckpointError(f"{path}: wrong class count: classifier {spec.classifier} has shape "
                               f"{_fmt_shape(head)} ({saved_classes} classes) but num_classes={num_classes}")
     num_classes = num_classes or saved_classes or UCF101_CLASSES
@@ -182,7 +189,9 @@ def load_checkpoint(path, *, arch: str | None = None, device="cpu", trusted: boo
     return model, info
 
 
-def save_checkpoint(model, path, *, arch: str, epoch: int = 0, best_prec1: float = 0.0, optimizer=None) -> Path:
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, arch: str, epoch: int = 0,
+                    best_prec1: float = 0.0, optimizer: torch.optim.Optimizer | Mapping[str, Any] | None = None
+                    ) -> Path:
     """Write ``model`` in upstream's training format; return the path.
 
     ``{"epoch", "arch", "state_dict", "optimizer", "best_prec1"}`` with the

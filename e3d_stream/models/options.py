@@ -15,6 +15,7 @@ falls back to upstream's defaults.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 # argparse dest -> load_checkpoint / build_model keyword
 _KWARG = {
@@ -65,6 +66,6 @@ def add_arch_arguments(parser: argparse.ArgumentParser, *, model_alias: bool = T
     return group
 
 
-def arch_options(args: argparse.Namespace) -> dict:
+def arch_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line, as ``load_checkpoint`` keyword arguments."""
     return {kw: getattr(args, dest) for dest, kw in _KWARG.items() if getattr(args, dest, None) is not None}

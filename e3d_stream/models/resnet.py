@@ -11,12 +11,14 @@ with zeros (no parameters); ``B`` uses a 1x1x1 conv + BN (``downsample.0/1``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 #: depth -> (block kind, blocks per stage)
-RESNET_DEPTHS = {
+RESNET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
     10: ("basic", (1, 1, 1, 1)),
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
@@ -25,7 +27,7 @@ RESNET_DEPTHS = {
     152: ("bottleneck", (3, 8, 36, 3)),
     200: ("bottleneck", (3, 24, 36, 3)),
 }
-RESNEXT_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+RESNEXT_DEPTHS: dict[int, tuple[int, ...]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 SHORTCUTS = ("A", "B")
 
 
@@ -37,17 +39,17 @@ class ZeroPadShortcut(nn.Module):
     ONNX graph keeps a dynamic batch axis.
     """
 
-    def __init__(self, inp: int, planes: int, stride: int):
+    def __init__(self, inp: int, planes: int, stride: int) -> None:
         super().__init__()
         self.extra = planes - inp  # a constant, so the exported Pad needs no shape arithmetic
         self.stride = stride
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.avg_pool3d(x, kernel_size=1, stride=self.stride)
         return F.pad(out, (0, 0, 0, 0, 0, 0, 0, self.extra))
 
 
-def _downsample(shortcut: str, inp: int, out: int, stride: int):
+def _downsample(shortcut: str, inp: int, out: int, stride: int) -> nn.Module:
     if shortcut == "A":
         return ZeroPadShortcut(inp, out, stride)
     return nn.Sequential(nn.Conv3d(inp, out, kernel_size=1, stride=stride, bias=False), nn.BatchNorm3d(out))
@@ -58,7 +60,8 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inp: int, planes: int, stride: int = 1, downsample=None, **_):
+    def __init__(self, inp: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 **_: Any) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(inp, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
@@ -67,11 +70,12 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + residual)
+        result: torch.Tensor = self.relu(out + residual)
+        return result
 
 
 class Bottleneck(nn.Module):
@@ -82,7 +86,8 @@ class Bottleneck(nn.Module):
     ``cardinality`` groups, output ``2 * planes``.
     """
 
-    def __init__(self, inp: int, planes: int, stride: int = 1, downsample=None, cardinality: int | None = None):
+    def __init__(self, inp: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 cardinality: int | None = None) -> None:
         super().__init__()
         if cardinality is None:
             mid, groups, out = planes, 1, planes * 4
@@ -97,19 +102,27 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + residual)
+        result: torch.Tensor = self.relu(out + residual)
+        return result
 
 
 class _ResNetBase(nn.Module):
     """Shared stem, stages and head; subclasses choose the block and widths."""
 
-    def __init__(self, *, block, expansion: int, widths, layers, num_classes: int, sample_size: int,
-                 sample_duration: int, shortcut: str, cardinality: int | None = None):
+    # set with setattr() in __init__
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
+    def __init__(self, *, block: type[BasicBlock | Bottleneck], expansion: int, widths: tuple[int, ...],
+                 layers: tuple[int, ...], num_classes: int, sample_size: int, sample_duration: int, shortcut: str,
+                 cardinality: int | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(3, 64, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False)
         self.bn1 = nn.BatchNorm3d(64)
@@ -128,17 +141,18 @@ class _ResNetBase(nn.Module):
         self.avgpool = nn.AvgPool3d((math.ceil(sample_duration / 16), size, size), stride=1)
         self.fc = nn.Linear(inp, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.avgpool(x).flatten(1))
+        out: torch.Tensor = self.fc(self.avgpool(x).flatten(1))
+        return out
 
 
 class ResNet(_ResNetBase):
     """3D ResNet-10/18/34/50/101/152/200, shortcut ``A`` or ``B``. 18-A: 33,081,893 parameters."""
 
     def __init__(self, *, num_classes: int, model_depth: int = 18, resnet_shortcut: str = "B",
-                 sample_size: int = 112, sample_duration: int = 16):
+                 sample_size: int = 112, sample_duration: int = 16) -> None:
         kind, layers = RESNET_DEPTHS[model_depth]
         block, expansion = (BasicBlock, 1) if kind == "basic" else (Bottleneck, 4)
         super().__init__(block=block, expansion=expansion, widths=(64, 128, 256, 512), layers=layers,
@@ -150,7 +164,7 @@ class ResNeXt(_ResNetBase):
     """3D ResNeXt-50/101/152 with ``cardinality`` groups. 101-B, 32 groups: 47,728,165 parameters."""
 
     def __init__(self, *, num_classes: int, model_depth: int = 101, resnet_shortcut: str = "B",
-                 resnext_cardinality: int = 32, sample_size: int = 112, sample_duration: int = 16):
+                 resnext_cardinality: int = 32, sample_size: int = 112, sample_duration: int = 16) -> None:
         super().__init__(block=Bottleneck, expansion=2, widths=(128, 256, 512, 1024),
                          layers=RESNEXT_DEPTHS[model_depth], num_classes=num_classes, sample_size=sample_size,
                          sample_duration=sample_duration, shortcut=resnet_shortcut,

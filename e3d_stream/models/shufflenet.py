@@ -15,7 +15,7 @@ from torch import nn
 from ._common import channel_shuffle, classifier_head, conv_bn_act, global_avg_pool
 
 #: groups -> stage output channels (index 0 = stem) at width 1.0
-SHUFFLENET_CHANNELS = {
+SHUFFLENET_CHANNELS: dict[int, tuple[int, ...]] = {
     1: (24, 144, 288, 567),
     2: (24, 200, 400, 800),
     3: (24, 240, 480, 960),
@@ -24,7 +24,7 @@ SHUFFLENET_CHANNELS = {
 }
 
 #: width_mult -> (stem, stage 1, stage 2, stage 3, last conv) channels
-SHUFFLENETV2_CHANNELS = {
+SHUFFLENETV2_CHANNELS: dict[float, tuple[int, ...]] = {
     0.25: (24, 32, 64, 128, 1024),
     0.5: (24, 48, 96, 192, 1024),
     1.0: (24, 116, 232, 464, 1024),
@@ -44,7 +44,7 @@ class ShuffleUnit(nn.Module):
     width 1.0); that literal test is kept, it decides the weight shapes.
     """
 
-    def __init__(self, inp: int, out: int, stride: int, groups: int):
+    def __init__(self, inp: int, out: int, stride: int, groups: int) -> None:
         super().__init__()
         self.stride = stride
         self.groups = groups
@@ -61,43 +61,52 @@ class ShuffleUnit(nn.Module):
         if stride == 2:
             self.shortcut = nn.AvgPool3d(kernel_size=(2, 3, 3), stride=2, padding=(0, 1, 1))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = channel_shuffle(out, self.groups)
         out = self.bn3(self.conv3(self.bn2(self.conv2(out))))
+        result: torch.Tensor
         if self.stride == 2:
-            return self.relu(torch.cat([out, self.shortcut(x)], 1))
-        return self.relu(out + x)
+            result = self.relu(torch.cat([out, self.shortcut(x)], 1))
+            return result
+        result = self.relu(out + x)
+        return result
 
 
 class ShuffleNet(nn.Module):
     """3D ShuffleNet (v1); ``groups`` in 1, 2, 3, 4, 8. Groups 3, width 1.0: 1,041,965 parameters."""
 
-    def __init__(self, *, num_classes: int, groups: int = 3, width_mult: float = 1.0, dropout: float = 0.2):
+    # set with setattr() in __init__
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
+    def __init__(self, *, num_classes: int, groups: int = 3, width_mult: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
         channels = [int(c * width_mult) for c in SHUFFLENET_CHANNELS[groups]]
         self.conv1 = conv_bn_act(3, channels[0], stride=(1, 2, 2))
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
         inp = channels[0]
         for index, (out, repeats) in enumerate(zip(channels[1:], _STAGE_REPEATS), start=1):
-            units = []
+            units: list[nn.Module] = []
             for i in range(repeats):
                 units.append(ShuffleUnit(inp, out, 2 if i == 0 else 1, groups))
                 inp = out
             setattr(self, f"layer{index}", nn.Sequential(*units))
         self.classifier = classifier_head(channels[3], num_classes, dropout)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.conv1(x))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.classifier(global_avg_pool(x))
+        out: torch.Tensor = self.classifier(global_avg_pool(x))
+        return out
 
 
-def _pw(inp: int, oup: int) -> list:
+def _pw(inp: int, oup: int) -> list[nn.Module]:
     return [nn.Conv3d(inp, oup, 1, bias=False), nn.BatchNorm3d(oup), nn.ReLU(inplace=True)]
 
 
-def _dw(channels: int, stride: int) -> list:
+def _dw(channels: int, stride: int) -> list[nn.Module]:
     # depthwise conv without activation (ShuffleNetV2 keeps it linear)
     return [nn.Conv3d(channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False),
             nn.BatchNorm3d(channels)]
@@ -111,7 +120,7 @@ class ShuffleV2Unit(nn.Module):
     (``banch1`` dw -> pw, ``banch2`` pw -> dw -> pw), each gives ``out // 2``.
     """
 
-    def __init__(self, inp: int, out: int, stride: int):
+    def __init__(self, inp: int, out: int, stride: int) -> None:
         super().__init__()
         self.stride = stride
         half = out // 2
@@ -121,7 +130,7 @@ class ShuffleV2Unit(nn.Module):
         else:
             self.banch2 = nn.Sequential(*_pw(half, half), *_dw(half, 1), *_pw(half, half))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 2:
             out = torch.cat((self.banch1(x), self.banch2(x)), 1)
         else:
@@ -133,12 +142,13 @@ class ShuffleV2Unit(nn.Module):
 class ShuffleNetV2(nn.Module):
     """3D ShuffleNetV2; ``width_mult`` in 0.25, 0.5, 1.0, 1.5, 2.0. Width 1.0: 1,402,705 parameters."""
 
-    def __init__(self, *, num_classes: int, width_mult: float = 1.0, dropout: float = 0.2):
+    def __init__(self, *, num_classes: int, width_mult: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
         stem, *stages, last = SHUFFLENETV2_CHANNELS[width_mult]
         self.conv1 = conv_bn_act(3, stem, stride=(1, 2, 2))
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
-        units, inp = [], stem
+        units: list[nn.Module] = []
+        inp = stem
         for out, repeats in zip(stages, _STAGE_REPEATS):
             for i in range(repeats):
                 units.append(ShuffleV2Unit(inp, out, 2 if i == 0 else 1))
@@ -147,6 +157,7 @@ class ShuffleNetV2(nn.Module):
         self.conv_last = conv_bn_act(inp, last, kernel=1)
         self.classifier = classifier_head(last, num_classes, dropout)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.maxpool(self.conv1(x)))
-        return self.classifier(global_avg_pool(self.conv_last(x)))
+        out: torch.Tensor = self.classifier(global_avg_pool(self.conv_last(x)))
+        return out

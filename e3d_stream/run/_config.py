@@ -164,8 +164,8 @@ class ModelOptions(_Group):
     batch_size: int | None = option(None, "clips per inference batch (default: the model's static batch, else 16)",
                                     check="positive_or_none")
     threads: int | None = option(None, "inference threads (CPU backends)", check="positive_or_none")
-    arch_options: dict = option({}, "architecture options for .pth models (arch, width_mult, ...)", cli=False)
-    session_options: dict = option({}, "extra keyword arguments of the backend's session class", cli=False)
+    arch_options: dict[str, Any] = option({}, "architecture options for .pth models (arch, width_mult, ...)", cli=False)
+    session_options: dict[str, Any] = option({}, "extra keyword arguments of the backend's session class", cli=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -266,7 +266,7 @@ class EvalConfig:
     #: "module:function" producing a video's clips in the workers (advanced; tests inject faults with it).
     producer: str = DEFAULT_PRODUCER
     #: extra keyword arguments for ``producer``.
-    producer_options: dict = field(default_factory=dict)
+    producer_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         m, o = self.model, self.output
@@ -374,7 +374,7 @@ def add_arguments(parser: argparse.ArgumentParser | Any, group: type, names: Ite
         parser.add_argument(meta.get("flag") or f"--{name}", **kwargs)
 
 
-def _arg_type(f: dataclasses.Field) -> Callable[[str], Any]:
+def _arg_type(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
     text = str(f.type)
     if "float" in text:
         return float

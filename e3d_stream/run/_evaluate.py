@@ -24,7 +24,8 @@ import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +50,13 @@ from ._state import (
     folder_status,
     remove_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from ..seed._binio import BinWriter
+    from ..sessions._base import Session
+    from ..video._dataset import Annotation, VideoItem
 
 DEFAULT_BATCH = 16
 
@@ -82,7 +90,7 @@ class _StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.committing:
             self.late_signum = signum
             return
@@ -96,12 +104,12 @@ class _StopFlag:
         if self.signum is not None:  # came after the loop's last check: the run completes anyway
             self.late_signum = self.signum
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
 
-def evaluate(config: EvalConfig | None = None, /, *, session=None, **kwargs) -> Report:
+def evaluate(config: EvalConfig | None = None, /, *, session: Session | None = None, **kwargs: Any) -> Report:
     """Evaluate a model on a video set in one streaming pass.
 
     Pass an :class:`EvalConfig` or its fields as keywords, e.g.
@@ -141,7 +149,8 @@ def evaluate(config: EvalConfig | None = None, /, *, session=None, **kwargs) -> 
     return report
 
 
-def _evaluate_local(cfg: EvalConfig, annotation, items, session) -> Report:
+def _evaluate_local(cfg: EvalConfig, annotation: Annotation, items: list[VideoItem], session: Session | None
+                    ) -> Report:
     """One host: decode pool, session, accumulator; the output folder's protocol."""
     if cfg.output.output:
         done = _prepare_output(cfg, annotation)
@@ -159,7 +168,7 @@ def _evaluate_local(cfg: EvalConfig, annotation, items, session) -> Report:
     return report
 
 
-def _open_sessions(cfg: EvalConfig, annotation, stack: ExitStack) -> list:
+def _open_sessions(cfg: EvalConfig, annotation: Annotation, stack: ExitStack) -> list[Session]:
     """One session per device of ``--device`` (a comma-separated list), all of one model."""
     from ..sessions import open_session, split_devices
 
@@ -176,7 +185,7 @@ def _open_sessions(cfg: EvalConfig, annotation, stack: ExitStack) -> list:
     return sessions
 
 
-def _prepare_output(cfg: EvalConfig, annotation) -> Report | None:
+def _prepare_output(cfg: EvalConfig, annotation: Annotation) -> Report | None:
     """Decide what the output folder's earlier contents mean for this run.
 
     Returns the saved :class:`Report` when ``resume`` finds the run complete
@@ -186,6 +195,7 @@ def _prepare_output(cfg: EvalConfig, annotation) -> Report | None:
     so stale results never sit beside a new checkpoint).
     """
     out = cfg.output
+    assert out.output is not None  # called only for a run with an output folder
     folder = Path(out.output)
     status = folder_status(folder, result_name=RESULT_NAME)
     if out.resume:
@@ -212,8 +222,8 @@ def _prepare_output(cfg: EvalConfig, annotation) -> Report | None:
 class _Run:
     """One evaluation: state shared by the event handlers below."""
 
-    def __init__(self, cfg: EvalConfig, annotation, items, sessions: list, stack: ExitStack,
-                 stop: _StopFlag) -> None:
+    def __init__(self, cfg: EvalConfig, annotation: Annotation, items: list[VideoItem], sessions: list[Session],
+                 stack: ExitStack, stop: _StopFlag) -> None:
         self.cfg, self.annotation, self.items, self.sessions = cfg, annotation, items, sessions
         self.session = sessions[0]
         self.stop = stop
@@ -233,12 +243,13 @@ class _Run:
         self.stack = stack
         self.elapsed_before = 0.0
         self.last_save = time.perf_counter()
-        self.bins = None
+        self.bins: BinWriter | None = None
         if cfg.output.resume:
             self._restore()
 
     # -- resume ------------------------------------------------------------------------
     def _restore(self) -> None:
+        assert self.cfg.output.output is not None  # EvalConfig: resume needs the output folder
         state = RunState.load(self.cfg.output.output, fingerprint=self.cfg.fingerprint())
         if state is None:  # _prepare_output let an interrupted folder through: the checkpoint is there
             raise ConfigError(f"the checkpoint in {self.cfg.output.output} disappeared")
@@ -273,6 +284,7 @@ class _Run:
         if out.dump_bins:
             from ..seed._binio import BinWriter
 
+            assert out.info_path is not None  # EvalConfig: dump_bins and info_path go together
             self.bins = BinWriter(out.dump_bins, out.info_path, batch_size=self.batch_size, tail=out.bins_tail)
         d = cfg.decode
         loader = ClipLoader(
@@ -396,14 +408,14 @@ class _Run:
             msg = f"stopped by {name}; nothing was saved (no output folder): a new run starts from the beginning"
         raise PipelineInterrupted(msg, signum=signum)
 
-    def _progress_bar(self, total: int):
+    def _progress_bar(self, total: int) -> tqdm[Any] | None:
         if not self.cfg.output.progress:
             return None
         from tqdm import tqdm
 
         return tqdm(total=total, initial=self.position.video_index, unit="video", dynamic_ncols=True)
 
-    def _tick(self, bar) -> None:
+    def _tick(self, bar: tqdm[Any] | None) -> None:
         if bar is not None:
             bar.update(1)
             elapsed = time.perf_counter() - self.progress.t0

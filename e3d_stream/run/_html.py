@@ -20,6 +20,7 @@ import html
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from .._fsutil import atomic_write_bytes, atomic_write_text
@@ -59,13 +60,13 @@ label{font-size:12px;color:#556}pre{white-space:pre-wrap;margin:0;font-size:12px
 """
 
 
-def _esc(value) -> str:
+def _esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
 
 
-def _table(headers: Sequence[str] | None, rows: Sequence[Sequence], *, numeric: Sequence[int] = (),
+def _table(headers: Sequence[str] | None, rows: Sequence[Sequence[Any]], *, numeric: Sequence[int] = (),
            row_classes: Sequence[str] | None = None) -> str:
     """An HTML table (no header row for None); every cell is escaped here, but ``("raw", html)`` cells."""
     out = ["<table>"]
@@ -83,22 +84,22 @@ def _table(headers: Sequence[str] | None, rows: Sequence[Sequence], *, numeric: 
     return "".join(out)
 
 
-def _value(v) -> str:
+def _value(v: object) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
 
 
-def _mapping_table(d, empty: str) -> str:
+def _mapping_table(d: object, empty: str) -> str:
     if not isinstance(d, Mapping) or not d:
         return f'<p class="muted">{_esc(empty)}</p>'
     return _table(("key", "value"), [(k, _value(v)) for k, v in d.items()])
 
 
-def _summary(result: Mapping, stats: PerClassStats) -> str:
+def _summary(result: Mapping[str, Any], stats: PerClassStats) -> str:
     counts, hits = result.get("counts") or {}, result.get("hits") or {}
     tp = result.get("throughput") or {}
     videos = counts.get("videos")
 
-    def frac(key):
+    def frac(key: str) -> str:
         return f"{hits.get(key, 'n/a')}/{videos if videos is not None else 'n/a'}"
 
     kpis = [("top-1", _fmt(result.get("top1")), frac("1")), ("top-5", _fmt(result.get("top5")), frac("5")),
@@ -117,7 +118,7 @@ def _summary(result: Mapping, stats: PerClassStats) -> str:
     return f'<div class="kpi">{cards}</div>' + _table(None, rows, numeric=(1,))
 
 
-def _failures(result: Mapping) -> str:
+def _failures(result: Mapping[str, Any]) -> str:
     failures = result.get("failures") or []
     if not failures:
         return '<p class="muted">No failures: every video was scored without warnings.</p>'
@@ -168,7 +169,7 @@ def _png_width(data: bytes) -> int:
     return int.from_bytes(data[16:20], "big")  # IHDR width, right after the 8-byte signature and chunk header
 
 
-def _render(result: Mapping, stats: PerClassStats, labels: Sequence[str], title: str | None,
+def _render(result: Mapping[str, Any], stats: PerClassStats, labels: Sequence[str], title: str | None,
             images: Mapping[str, bytes | None], why_no_images: str | None) -> str:
     cfg = result.get("config") or {}
     title = title or f"e3d_stream report: {Path(str(cfg.get('model') or 'run')).name}"
@@ -200,7 +201,8 @@ def _render(result: Mapping, stats: PerClassStats, labels: Sequence[str], title:
     return "\n".join(parts) + "\n"
 
 
-def _write_all(folder, result, stats, labels, title) -> dict[str, Path]:
+def _write_all(folder: str | Path, result: Mapping[str, Any], stats: PerClassStats, labels: Sequence[str],
+               title: str | None) -> dict[str, Path]:
     folder = Path(folder)
     names = _check_labels(stats, labels)
     paths = {"csv": atomic_write_text(folder / CSV_NAME, stats.to_csv_text())}
@@ -212,13 +214,14 @@ def _write_all(folder, result, stats, labels, title) -> dict[str, Path]:
     except BackendUnavailableError as exc:
         why = str(exc)
     for key, name in (("confusion", CONFUSION_NAME), ("per_class", PER_CLASS_NAME)):
-        if images.get(name) is not None:
-            paths[key] = atomic_write_bytes(folder / name, images[name])
+        data = images.get(name)
+        if data is not None:
+            paths[key] = atomic_write_bytes(folder / name, data)
     paths["html"] = atomic_write_text(folder / REPORT_NAME, _render(result, stats, names, title, images, why))
     return paths
 
 
-def write_html_report(folder: str | Path, *, result: Mapping, stats: PerClassStats, labels: Sequence[str],
+def write_html_report(folder: str | Path, *, result: Mapping[str, Any], stats: PerClassStats, labels: Sequence[str],
                       title: str | None = None) -> Path:
     """Write ``report.html`` (self-contained) with ``per_class.csv``, ``confusion.png``, ``per_class.png`` beside it.
 
@@ -229,8 +232,8 @@ def write_html_report(folder: str | Path, *, result: Mapping, stats: PerClassSta
     return _write_all(folder, result, stats, labels, title)["html"]
 
 
-def write_report(folder: str | Path, result: Mapping, results: Mapping[str, VideoResult], truth: Mapping[str, int],
-                 labels: Sequence[str], *, title: str | None = None) -> dict[str, Path]:
+def write_report(folder: str | Path, result: Mapping[str, Any], results: Mapping[str, VideoResult],
+                 truth: Mapping[str, int], labels: Sequence[str], *, title: str | None = None) -> dict[str, Path]:
     """Compute :func:`per_class_stats` and write the whole report into ``folder``.
 
     ``results``: video_id -> final result; ``truth``: video_id -> class index

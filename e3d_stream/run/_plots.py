@@ -11,12 +11,20 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._fsutil import atomic_write_bytes
 from ..errors import BackendUnavailableError, ConfigError
 from ..scoring._perclass import PerClassStats
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
 #: confusion_png(order=...): worst top-1 accuracy first, or annotation label order
 ORDERS = ("accuracy", "label")
@@ -25,7 +33,7 @@ _NO_MPL = "matplotlib is not installed: pip install 'e3d_stream[plot]'"
 
 # ── plots ───────────────────────────────────────────────────────────────────
 
-def _mpl():
+def _mpl() -> tuple[type[Figure], type[FigureCanvasAgg]]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -34,7 +42,7 @@ def _mpl():
     return Figure, FigureCanvasAgg
 
 
-def _png(fig, dpi: int) -> bytes:
+def _png(fig: Figure, dpi: int) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return buf.getvalue()
@@ -67,7 +75,8 @@ def _sizes(n: int, *, dense: bool = False) -> tuple[float, float]:
     return cell, min(9.0, max(5.5, cell * 72 * 0.6))
 
 
-def _confusion_bytes(stats, labels, *, order, max_labels, n_worst) -> bytes:
+def _confusion_bytes(stats: PerClassStats, labels: Sequence[str], *, order: str, max_labels: int | None,
+                     n_worst: int) -> bytes:
     if order not in ORDERS:
         raise ConfigError(f"order={order!r} is not one of {ORDERS}")
     Figure, FigureCanvasAgg = _mpl()
@@ -92,7 +101,7 @@ def _confusion_bytes(stats, labels, *, order, max_labels, n_worst) -> bytes:
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
 
-    def place(x, y, w, h):  # inches from the bottom-left corner -> an axes
+    def place(x: float, y: float, w: float, h: float) -> Axes:  # inches from the bottom-left corner -> an axes
         return fig.add_axes((x / width, y / height, w / width, h / height))
 
     ax = place(left, bottom, side, side)
@@ -148,13 +157,13 @@ def _short(name: str, width: int = 22) -> str:
     return name if len(name) <= width else name[: width - 1] + "\u2026"
 
 
-def _cmap(name: str, **extremes):
+def _cmap(name: str, **extremes: Any) -> Colormap:
     from matplotlib import colormaps
 
     return colormaps[name].with_extremes(**extremes)  # a copy: the registered colormap stays as it is
 
 
-def _rect(xy):
+def _rect(xy: tuple[float, float]) -> Rectangle:
     from matplotlib.patches import Rectangle
 
     return Rectangle(xy, 1, 1, fill=False, edgecolor="red", linewidth=0.9)
@@ -174,6 +183,7 @@ def _per_class_bytes(stats: PerClassStats, labels: Sequence[str], *, title: str 
     ax.barh(y, acc, color=_cmap("RdYlGn")(acc), edgecolor="0.4", linewidth=0.3, height=0.8)
     for j, i in enumerate(idx):
         c = stats.classes[i]
+        assert c.top1 is not None  # idx holds the classes with videos
         ax.text(min(c.top1, 1.0) + 0.01, j, f"{c.top1_hits}/{c.videos}", va="center", fontsize=font - 0.5)
     ax.set_yticks(y, [_text(names[i]) for i in idx], fontsize=font)
     ax.set_ylim(len(idx) - 0.5, -0.5)  # worst at the top
@@ -243,7 +253,8 @@ def compare_png(stats_a: PerClassStats, stats_b: PerClassStats, labels: Sequence
     y = np.arange(len(order))
     aa, bb = a[order], b[order]
     colors = np.where(bb > aa, "tab:green", np.where(bb < aa, "tab:red", "0.6"))
-    ax.hlines(y, aa, bb, colors=colors, linewidth=1.2)
+    # an array of colour names works at run time; matplotlib's stub lists sequences only
+    ax.hlines(y, aa, bb, colors=colors, linewidth=1.2)  # type: ignore[arg-type]
     ax.scatter(aa, y, s=12, color="0.3", label=_text(names[0]), zorder=3)
     ax.scatter(bb, y, s=12, marker="D", color="tab:blue", label=_text(names[1]), zorder=3)
     ax.set_yticks(y, [_text(lab[idx[j]]) for j in order], fontsize=font)
@@ -260,7 +271,7 @@ def compare_png(stats_a: PerClassStats, stats_b: PerClassStats, labels: Sequence
 
 # ── HTML ────────────────────────────────────────────────────────────────────
 
-def _fmt(value, spec: str = ".5f") -> str:
+def _fmt(value: object, spec: str = ".5f") -> str:
     """A number formatted, or "n/a" when missing (or not a number)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "n/a"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,13 @@ from ..ledger import Failure
 from ..scoring._metrics import clip_accuracy, read_val_json, video_accuracy, write_val_json
 from ..scoring._perclass import per_class_stats
 from ..video._transforms import resize_kernel
+
+if TYPE_CHECKING:
+    from ..scoring._accumulator import TopKAccumulator
+    from ..sessions._base import Session
+    from ..stream._pool import PoolStats
+    from ..video._dataset import Annotation, VideoItem
+    from ._config import EvalConfig
 
 RESULT_NAME = "result.json"
 VAL_NAME = "val.json"
@@ -35,7 +42,7 @@ class Report:
 
     top1: float
     top5: float
-    hits: dict
+    hits: dict[str, int]
     n_videos: int
     n_scored: int
     n_clips: int
@@ -43,20 +50,20 @@ class Report:
     failures: tuple[Failure, ...]
     results: Mapping[str, Any] = field(repr=False)
     labels: tuple[str, ...] = field(repr=False)
-    timings: dict = field(default_factory=dict)
-    throughput: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict, repr=False)
-    session: dict = field(default_factory=dict, repr=False)
-    versions: dict = field(default_factory=dict, repr=False)
+    timings: dict[str, Any] = field(default_factory=dict)
+    throughput: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+    session: dict[str, Any] = field(default_factory=dict, repr=False)
+    versions: dict[str, Any] = field(default_factory=dict, repr=False)
     dropped_clips: int = 0
     #: k of the "top-5" figure: min(5, number of classes)
     top5_k: int = 5
     #: things the user should know about how the run ended (e.g. a signal after completion)
     notes: tuple[str, ...] = ()
     #: per-class accuracy (``PerClassStats.to_dict()`` without the matrix): mean class accuracy and each class
-    per_class: dict = field(default_factory=dict, repr=False)
+    per_class: dict[str, Any] = field(default_factory=dict, repr=False)
     #: how frames were resized: the --resize mode and the kernel that computed it
-    preprocess: dict = field(default_factory=dict)
+    preprocess: dict[str, Any] = field(default_factory=dict)
     #: video_id -> true class index of every evaluated video (the accuracy's denominator)
     truth: Mapping[str, int] = field(default_factory=dict, repr=False)
 
@@ -65,7 +72,7 @@ class Report:
         """Videos that got no score (fatal ledger entries)."""
         return [f.video_id for f in self.failures if f.fatal]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "top1": self.top1,
             "top5": self.top5,
@@ -141,7 +148,7 @@ def load_report(folder: str | Path, labels: Sequence[str], *, note: str = "") ->
         raise ConfigError(f"cannot read the results in {folder}: {exc}") from exc
 
 
-def versions() -> dict:
+def versions() -> dict[str, str]:
     """Versions of what decides the numbers (for result.json)."""
     out = {"e3d_stream": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
            "numpy": np.__version__}
@@ -152,8 +159,10 @@ def versions() -> dict:
     return out
 
 
-def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, runner, batch_size: int,
-                 n_clips: int, dropped_clips: int, wall_s: float, peak_open_videos: int = 0) -> Report:
+def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoItem], acc: TopKAccumulator,
+                 failures: Iterable[Failure], *, session: Session, pool_stats: PoolStats, runner: object,
+                 batch_size: int, n_clips: int, dropped_clips: int, wall_s: float,
+                 peak_open_videos: int = 0) -> Report:
     """Assemble a :class:`Report` from the pieces of a finished run.
 
     ``runner``: the :class:`~e3d_stream.sessions.DeviceRunner` (its sessions, one per
@@ -202,7 +211,8 @@ def build_report(cfg, annotation, items, acc, failures, *, session, pool_stats, 
         per_class=per_class_summary(results, truth, annotation.labels))
 
 
-def per_class_summary(results: Mapping[str, Any], truth: Mapping[str, int], labels: Sequence[str]) -> dict:
+def per_class_summary(results: Mapping[str, Any], truth: Mapping[str, int], labels: Sequence[str]
+                      ) -> dict[str, Any]:
     """What result.json keeps of :func:`per_class_stats` (the confusion matrix stays in the report folder)."""
     stats = per_class_stats(results, truth, labels).to_dict()
     stats.pop("confusion", None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._fsutil import atomic_write_bytes
 from ..errors import ResumeMismatchError
@@ -31,9 +32,9 @@ FORMAT_VERSION = 2
 class RunState:
     """Everything a resumed run needs."""
 
-    fingerprint: dict
+    fingerprint: dict[str, Any]
     position: Position = field(default_factory=Position)
-    accumulator: dict | None = None
+    accumulator: dict[str, Any] | None = None
     failures: list[Failure] = field(default_factory=list)
     dropped_videos: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -51,7 +52,7 @@ class RunState:
         return atomic_write_bytes(Path(folder) / CHECKPOINT_NAME, pickle.dumps(payload, protocol=4))
 
     @classmethod
-    def load(cls, folder: str | Path, *, fingerprint: dict) -> RunState | None:
+    def load(cls, folder: str | Path, *, fingerprint: dict[str, Any]) -> RunState | None:
         """The saved state of ``folder``, or None when it holds no checkpoint.
 
         Raises :class:`ResumeMismatchError` when the saved run used another
@@ -105,7 +106,7 @@ def folder_status(folder: str | Path, *, result_name: str) -> str:
     return EMPTY
 
 
-def check_fingerprint(saved: dict, fingerprint: dict, where: str | Path) -> None:
+def check_fingerprint(saved: dict[str, Any], fingerprint: dict[str, Any], where: str | Path) -> None:
     """Raise :class:`ResumeMismatchError` naming every setting that differs."""
     diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
     if diff:

@@ -30,6 +30,7 @@ included, as plain JSON-able data.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,9 +52,21 @@ class _Open:
 
     __slots__ = ("expected", "clips")
 
-    def __init__(self, expected: int | None = None, clips: dict | None = None):
+    def __init__(self, expected: int | None = None, clips: dict[int, np.ndarray] | None = None) -> None:
         self.expected = expected
         self.clips: dict[int, np.ndarray] = clips if clips is not None else {}
+
+
+class _Policy(Protocol):
+    """How videos close: the static methods of :class:`_CloseOnCount` / :class:`_CloseOnNextVideo`."""
+
+    def before_clip(self, acc: TopKAccumulator, vid: str, /) -> None: ...
+
+    def clip_index(self, state: _Open, given: int | None, vid: str, /) -> int: ...
+
+    def maybe_close(self, acc: TopKAccumulator, vid: str, state: _Open, /) -> None: ...
+
+    def leftovers(self, acc: TopKAccumulator, incomplete: str, /) -> None: ...
 
 
 class _CloseOnCount:
@@ -117,7 +130,7 @@ class _CloseOnNextVideo:
 
 
 #: compat mode -> closing policy
-COMPAT_MODES = {"none": _CloseOnCount, "modelzoo": _CloseOnNextVideo}
+COMPAT_MODES: dict[str, _Policy] = {"none": _CloseOnCount, "modelzoo": _CloseOnNextVideo}
 #: what finalize() does with videos whose clips did not all arrive (compat "none")
 INCOMPLETE_POLICIES = ("error", "score", "drop")
 
@@ -137,7 +150,7 @@ class TopKAccumulator:
 
     def __init__(self, num_classes: int, *, labels: Sequence[str] | None = None, topk: int | None = None,
                  compat: str = "none", softmax: str = "numpy", ground_truth: Mapping[str, int] | None = None,
-                 keep_mean: bool = False):
+                 keep_mean: bool = False) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
         topk = min(DEFAULT_TOPK, num_classes) if topk is None else topk
@@ -271,7 +284,7 @@ class TopKAccumulator:
         return self.results()
 
     # ── merging and checkpoints ──────────────────────────────────────────
-    def _config(self) -> tuple:
+    def _config(self) -> tuple[int, int, str, str, bool]:
         return (self.num_classes, self.topk, self.compat, self.softmax, self.keep_mean)
 
     def merge(self, other: TopKAccumulator) -> TopKAccumulator:
@@ -307,7 +320,7 @@ class TopKAccumulator:
         self.finalized = self.finalized and other.finalized
         return self
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume, as JSON-able data (float32 values as exact floats)."""
         return {
             "format": STATE_FORMAT, "version": STATE_VERSION, "num_classes": self.num_classes, "topk": self.topk,
@@ -321,7 +334,7 @@ class TopKAccumulator:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping) -> TopKAccumulator:
+    def from_state(cls, state: Mapping[str, Any]) -> TopKAccumulator:
         """Rebuild an accumulator from :meth:`state_dict` output."""
         if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
             raise ConfigError(f"not a {STATE_FORMAT} v{STATE_VERSION} state: "

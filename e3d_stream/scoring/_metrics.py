@@ -17,12 +17,16 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._fsutil import atomic_write_bytes
 from ..errors import AnnotationError, ConfigError
 from ._numerics import reference_mean, softmax, topk_order
+
+if TYPE_CHECKING:
+    from ..video._dataset import Annotation
 
 __all__ = [
     "AccuracyReport", "VideoResult", "clip_accuracy", "ground_truth_from_annotation", "read_val_json",
@@ -67,17 +71,18 @@ class VideoResult:
         """Class names of :attr:`topk_indices` (``labels`` in annotation order)."""
         return [labels[i] for i in self.topk_indices]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able form; the inverse is :meth:`from_dict`."""
-        d = {"video_id": self.video_id, "n_clips": self.n_clips, "topk_indices": list(self.topk_indices),
-             "topk_scores": list(self.topk_scores), "label_index": self.label_index,
-             "clip_hits": None if self.clip_hits is None else list(self.clip_hits)}
+        d: dict[str, Any] = {
+            "video_id": self.video_id, "n_clips": self.n_clips, "topk_indices": list(self.topk_indices),
+            "topk_scores": list(self.topk_scores), "label_index": self.label_index,
+            "clip_hits": None if self.clip_hits is None else list(self.clip_hits)}
         if self.mean is not None:
             d["mean"] = self.mean.tolist()
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> VideoResult:
+    def from_dict(cls, d: Mapping[str, Any]) -> VideoResult:
         """Rebuild a result written by :meth:`to_dict`."""
         mean, hits = d.get("mean"), d.get("clip_hits")
         return cls(video_id=d["video_id"], n_clips=d["n_clips"], topk_indices=tuple(int(i) for i in d["topk_indices"]),
@@ -112,9 +117,9 @@ class AccuracyReport:
     def top5(self) -> float:
         return self.accuracy(5)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """``{"n_<unit>": total, "n_scored": .., "top1": .., "hits_top1": .., ...}`` (accuracy.json's keys)."""
-        d: dict = {f"n_{self.unit}": self.total, "n_scored": self.scored}
+        d: dict[str, Any] = {f"n_{self.unit}": self.total, "n_scored": self.scored}
         for k, hits in self.hits.items():
             d[f"top{k}"] = self.accuracy(k)
             d[f"hits_top{k}"] = hits
@@ -158,13 +163,14 @@ def clip_accuracy(results: Mapping[str, VideoResult]) -> AccuracyReport:
 
     Counts the clips of results whose label was known when they were scored.
     """
-    with_hits = [r for r in results.values() if r.clip_hits is not None and r.n_clips]
-    total = sum(r.n_clips for r in with_hits)
-    hits = {1: sum(r.clip_hits[0] for r in with_hits), 5: sum(r.clip_hits[1] for r in with_hits)}
+    with_hits = [(r.n_clips, r.clip_hits) for r in results.values() if r.clip_hits is not None and r.n_clips]
+    total = sum(n for n, _ in with_hits)
+    hits = {1: sum(h[0] for _, h in with_hits), 5: sum(h[1] for _, h in with_hits)}
     return AccuracyReport(unit="clips", total=total, scored=total, hits=hits)
 
 
-def ground_truth_from_annotation(annotation, *, subset: str = "validation") -> tuple[list[str], dict[str, int]]:
+def ground_truth_from_annotation(annotation: str | os.PathLike[str] | Annotation | Mapping[str, Any], *,
+                                 subset: str = "validation") -> tuple[list[str], dict[str, int]]:
     """``(labels, {video_id: class index})`` of one subset of an annotation.
 
     ``annotation``: a parsed ``ucf101_01.json`` object, an
@@ -181,14 +187,14 @@ def ground_truth_from_annotation(annotation, *, subset: str = "validation") -> t
     return list(annotation.labels), annotation.ground_truth(subset)
 
 
-def write_val_json(path: str | os.PathLike, results: Mapping[str, VideoResult], labels: Sequence[str]) -> Path:
+def write_val_json(path: str | os.PathLike[str], results: Mapping[str, VideoResult], labels: Sequence[str]) -> Path:
     """Write upstream's ``val.json`` (top-k names and scores per video), atomically."""
     payload = {"results": {vid: [{"label": labels[i], "score": float(s)} for i, s in zip(r.topk_indices, r.topk_scores)]
                            for vid, r in results.items()}}
     return atomic_write_bytes(path, json.dumps(payload).encode(), fsync=False)
 
 
-def read_val_json(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, VideoResult]:
+def read_val_json(path: str | os.PathLike[str], labels: Sequence[str]) -> dict[str, VideoResult]:
     """Read a ``val.json`` back; label names become indices in ``labels`` order."""
     index = {name: i for i, name in enumerate(labels)}
     try:
@@ -196,7 +202,7 @@ def read_val_json(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, V
         entries = data["results"].items()
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise ConfigError(f"cannot read predictions file {path}: {exc}") from exc
-    out = {}
+    out: dict[str, VideoResult] = {}
     for vid, preds in entries:
         try:
             names = [p["label"] for p in preds]

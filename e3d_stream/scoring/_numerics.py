@@ -7,13 +7,17 @@ only when chosen).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..errors import ConfigError
 
+_T = TypeVar("_T")
 
-def choose(table: Mapping, name, what: str):
+
+def choose(table: Mapping[str, _T], name: str, what: str) -> _T:
     """``table[name]``, or a ConfigError naming the bad value and the allowed set."""
     try:
         return table[name]
@@ -23,20 +27,22 @@ def choose(table: Mapping, name, what: str):
 
 # ── numerics ────────────────────────────────────────────────────────────────
 
-def _softmax_numpy(logits: np.ndarray) -> np.ndarray:
+def _softmax_numpy(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     # ATen's CPU recipe (max-shift, exp, multiply by 1/sum) in float32; its
     # vector exp and sum order differ, so this is within a few ulps of torch.
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp * (np.float32(1.0) / exp.sum(axis=1, keepdims=True, dtype=np.float32))
+    out: NDArray[np.float32] = exp * (np.float32(1.0) / exp.sum(axis=1, keepdims=True, dtype=np.float32))
+    return out
 
 
-def _softmax_torch(logits: np.ndarray) -> np.ndarray:
+def _softmax_torch(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     # Bit-identical to the reference on the same torch build and CPU
     # capability; imported here so that ``import e3d_stream`` stays torch-free.
     import torch
 
     with torch.no_grad():
-        return torch.softmax(torch.from_numpy(np.ascontiguousarray(logits)), dim=1).numpy()
+        out: NDArray[np.float32] = torch.softmax(torch.from_numpy(np.ascontiguousarray(logits)), dim=1).numpy()
+        return out
 
 
 #: softmax backend -> function, float32 (n, C) -> float32 (n, C)
@@ -83,7 +89,7 @@ def _cascade(rows: np.ndarray) -> np.ndarray:
     while i < size:
         acc[0] += rows[i]
         i += 1
-    out = acc[0]
+    out: NDArray[np.float32] = acc[0]
     for level in range(1, _LEVELS):
         out = out + acc[level]
     return out
@@ -109,7 +115,8 @@ def reference_mean(rows: np.ndarray) -> np.ndarray:
         for lane in range(1, _ILP):
             partial[0] += partial[lane]
         total[split:] = partial[0]
-    return total / np.float32(n)
+    mean: NDArray[np.float32] = total / np.float32(n)
+    return mean
 
 
 def topk_order(scores: np.ndarray, k: int) -> np.ndarray:

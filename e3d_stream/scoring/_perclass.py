@@ -23,6 +23,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -110,12 +111,12 @@ class PerClassStats:
         Classes absent from the subset are left out (their accuracy is
         undefined, not 0); None when no class has a video.
         """
-        return _mean([c.top1 for c in self.classes if c.videos])
+        return _mean([t for c in self.classes if (t := c.top1) is not None])  # top1 is None iff no videos
 
     @property
     def mean_class_top5(self) -> float | None:
         """Mean of the per-class top-5 accuracies over the classes that have at least one video."""
-        return _mean([c.top5 for c in self.classes if c.videos])
+        return _mean([t for c in self.classes if (t := c.top5) is not None])  # top5 is None iff no videos
 
     def worst_confusions(self, n: int = 10) -> list[tuple[int, int, int]]:
         """The ``n`` largest off-diagonal cells as ``(true, predicted, count)``, largest first.
@@ -128,7 +129,7 @@ class PerClassStats:
         cells = sorted(zip(t.tolist(), p.tolist(), off[t, p].tolist()), key=lambda c: (-c[2], c[0], c[1]))
         return [(int(a), int(b), int(c)) for a, b, c in cells[: max(0, n)]]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able form: totals, the per-class list in label order (with names), the matrix."""
         return {
             "n_classes": self.n_classes,
@@ -226,7 +227,7 @@ def per_class_stats(results: Mapping[str, VideoResult], truth: Mapping[str, int]
     return PerClassStats(labels=labels, classes=tuple(classes), confusion=confusion, unscored=unscored, k5=k5)
 
 
-def _mean(values: list) -> float | None:
+def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 

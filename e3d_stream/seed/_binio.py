@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
@@ -40,7 +41,7 @@ OLD_SUMMARY_NAME = "sumary.json"
 
 
 def _as_bytes(array: np.ndarray) -> memoryview:
-    return memoryview(np.ascontiguousarray(array)).cast("B")
+    return np.ascontiguousarray(array).data.cast("B")  # .data: memoryview(array), typed under 3.11
 
 
 def _pad_tail(batch: np.ndarray, n_valid: int) -> np.ndarray:
@@ -56,7 +57,7 @@ def _drop_tail(batch: np.ndarray, n_valid: int) -> None:
 
 
 #: tail policy -> function(batch, n_valid) giving the batch to write, or None to drop it
-TAIL_POLICIES = {"pad": _pad_tail, "drop": _drop_tail}
+TAIL_POLICIES: dict[str, Callable[[np.ndarray, int], np.ndarray | None]] = {"pad": _pad_tail, "drop": _drop_tail}
 
 
 class BinWriter:
@@ -69,8 +70,8 @@ class BinWriter:
     :meth:`close` flushes the tail and writes the info file.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, info_path: str | os.PathLike, *, batch_size: int,
-                 tail: str = "pad"):
+    def __init__(self, out_dir: str | os.PathLike[str], info_path: str | os.PathLike[str], *, batch_size: int,
+                 tail: str = "pad") -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if tail not in TAIL_POLICIES:
@@ -120,10 +121,11 @@ class BinWriter:
             raise ConfigError("a partial batch was already written; it must be the last one")
         if n_valid < self.batch_size:
             self._ended = True
-            batch = TAIL_POLICIES[self.tail](batch, n_valid)
-            if batch is None:
+            tail = TAIL_POLICIES[self.tail](batch, n_valid)
+            if tail is None:
                 self.n_dropped += n_valid
                 return None
+            batch = tail
         # bins are large and re-creatable: atomic rename, no fsync
         path = atomic_write_bytes(self.out_dir / f"{self.n_bins}.bin", _as_bytes(batch), fsync=False)
         self._lines.append("".join(f"{vid} " for vid in video_ids[:n_valid]) + "\n")
@@ -153,6 +155,7 @@ class BinWriter:
             return self.info_path
         if flush and self._staged_ids:
             ids, self._staged_ids = self._staged_ids, []
+            assert self._staging is not None  # allocated by the add_clips() that staged them
             self._write(self._staging, ids, len(ids))
         self._closed = True
         atomic_write_bytes(self.info_path, "".join(self._lines).encode(), fsync=False)
@@ -161,12 +164,13 @@ class BinWriter:
     def __enter__(self) -> BinWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         # After an error the info file still describes exactly the bins on disk.
         self.close(flush=exc_type is None)
 
 
-def read_info(path: str | os.PathLike) -> list[list[str]]:
+def read_info(path: str | os.PathLike[str]) -> list[list[str]]:
     """The video ids of each bin, one list per line of an ``.info`` file."""
     try:
         text = Path(path).read_text()
@@ -183,7 +187,7 @@ def _output_files(result_dir: Path) -> dict[int, Path]:
         names = os.listdir(result_dir)
     except OSError as exc:
         raise ConfigError(f"cannot list ais_bench output folder {result_dir}: {exc.strerror or exc}") from exc
-    found = {}
+    found: dict[int, Path] = {}
     for name in names:  # anything else (sumary.json, k_1.bin of other outputs) is not ours
         match = _OUTPUT_NAME.match(name)
         if match:
@@ -191,7 +195,7 @@ def _output_files(result_dir: Path) -> dict[int, Path]:
     return found
 
 
-def iter_ais_outputs(result_dir: str | os.PathLike, *, info: Sequence[Sequence[str]] | None = None,
+def iter_ais_outputs(result_dir: str | os.PathLike[str], *, info: Sequence[Sequence[str]] | None = None,
                      num_classes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(k, logits (B, C))`` for ``<result_dir>/<k>_0.bin`` in order of k.
 
@@ -236,7 +240,7 @@ class AisSummary:
         return 1000.0 * batch_size / mean if mean else None
 
 
-def read_summary(result_dir: str | os.PathLike) -> AisSummary | None:
+def read_summary(result_dir: str | os.PathLike[str]) -> AisSummary | None:
     """Timings of the ais_bench run that wrote ``result_dir``, or None when there is no summary."""
     result_dir = Path(result_dir)
     candidates = (("new", result_dir.parent / f"{result_dir.name}_summary.json"),

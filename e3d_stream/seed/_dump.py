@@ -8,9 +8,11 @@ Bins come out in dataset order whatever the worker count.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import ledger
 from .._fsutil import atomic_write_json, check_input_dir, make_output_dir
@@ -33,13 +35,14 @@ class DumpReport:
     failures: tuple[ledger.Failure, ...] = field(default=())
     wall_s: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["failures"] = [f.to_dict() for f in self.failures]
         return d
 
 
-def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size: int = 1,
+def dump_bins(video_path: str | Path, annotation_path: str | os.PathLike[str],
+              output_path: str | os.PathLike[str], info_path: str | os.PathLike[str], *, batch_size: int = 1,
               tail: str = "pad", source: str | None = None, subset: str = "validation",
               workers: int = 2, queue_depth: int = 8, resize: str = "exact", progress: bool = False,
               start_method: str = "spawn", video_timeout: float = 600.0) -> DumpReport:
@@ -73,6 +76,7 @@ def dump_bins(video_path, annotation_path, output_path, info_path, *, batch_size
                     start_method=start_method, video_timeout=video_timeout) as loader:
         for ev in loader.events():
             if isinstance(ev, Batch):
+                assert ev.full is not None  # events() batches carry their ring buffer
                 writer.add(ev.full, ev.video_ids, ev.n_valid)
                 loader.release(ev)
                 continue

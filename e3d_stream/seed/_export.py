@@ -30,14 +30,24 @@ Conversion notes (the seed's gotchas):
 from __future__ import annotations
 
 import io
+import os
 import re
 import shlex
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from .._fsutil import make_output_dir
 from ..errors import BackendUnavailableError, ConfigError, OutputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from onnx import ModelProto, ValueInfoProto
+    from torch import nn
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "class"
@@ -54,7 +64,7 @@ class ExportResult:
     path: str
     opset: int
     batch: int | None  # None: dynamic batch axis
-    input_shape: tuple  # e.g. ('batch', 3, 16, 112, 112)
+    input_shape: tuple[str | int, ...]  # e.g. ('batch', 3, 16, 112, 112)
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     simplified: bool
@@ -64,7 +74,7 @@ class ExportResult:
     input_dtype: str = "float32"
 
 
-def _require(module: str, extra: str = "onnx"):
+def _require(module: str, extra: str = "onnx") -> ModuleType:
     import importlib
 
     try:
@@ -73,18 +83,19 @@ def _require(module: str, extra: str = "onnx"):
         raise BackendUnavailableError(f"{module} is not installed: pip install 'e3d_stream[{extra}]'") from exc
 
 
-def _check_choice(name: str, value, allowed) -> None:
+def _check_choice(name: str, value: object, allowed: Collection[object]) -> None:
     if value not in allowed:
         raise ConfigError(f"invalid {name}={value!r}; allowed: {list(allowed)}")
 
 
-def _positive_int(name: str, value) -> int:
+def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"invalid {name}={value!r}: expected a positive integer")
     return value
 
 
-def _model_and_shape(checkpoint_or_model, arch_opts: dict):
+def _model_and_shape(checkpoint_or_model: nn.Module | str | os.PathLike[str], arch_opts: dict[str, Any]
+                     ) -> tuple[nn.Module, str | None, tuple[int, int]]:
     """Load or take the model; return ``(model, arch, (T, S))``."""
     torch = _require("torch", "torch")
     size = arch_opts.get("sample_size") or 112
@@ -93,14 +104,15 @@ def _model_and_shape(checkpoint_or_model, arch_opts: dict):
         unknown = sorted(set(arch_opts) - {"sample_size", "sample_duration"})
         if unknown:
             raise ConfigError(f"model options {unknown} only apply when exporting a checkpoint path")
-        return checkpoint_or_model.eval(), None, (duration, size)
+        model: nn.Module = checkpoint_or_model.eval()
+        return model, None, (duration, size)
     from ..models.checkpoint import load_checkpoint
 
-    model, info = load_checkpoint(checkpoint_or_model, **arch_opts)
+    model, info = load_checkpoint(cast("str | os.PathLike[str]", checkpoint_or_model), **arch_opts)
     return model, info.arch, (info.sample_duration, info.sample_size)
 
 
-def _trace_to_onnx(model, example, *, opset: int, dynamic: bool):
+def _trace_to_onnx(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic: bool) -> ModelProto:
     """Export with the legacy exporter into memory; return the ModelProto."""
     import torch
 
@@ -112,17 +124,20 @@ def _trace_to_onnx(model, example, *, opset: int, dynamic: bool):
         # deprecation notice are both expected; see the module docstring
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,
+            # the legacy exporter writes to a file object; torch annotates only paths
+            torch.onnx.export(model, (example,), buffer,  # type: ignore[arg-type]
+                              dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes=axes, do_constant_folding=True)
         except TypeError as exc:  # a torch without the legacy exporter
             raise BackendUnavailableError(f"this torch cannot export with dynamo=False: {exc}") from exc
         except Exception as exc:
             raise ConfigError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
-    return onnx.load_from_string(buffer.getvalue())
+    proto: ModelProto = onnx.load_from_string(buffer.getvalue())
+    return proto
 
 
-def _simplify(proto):
+def _simplify(proto: ModelProto) -> ModelProto:
     onnxsim = _require("onnxsim")
     try:
         simplified, ok = onnxsim.simplify(proto)
@@ -130,10 +145,11 @@ def _simplify(proto):
         raise ConfigError(f"onnxsim failed: {type(exc).__name__}: {exc}") from exc
     if not ok:
         raise ConfigError("onnxsim could not validate the simplified model")
-    return simplified
+    result: ModelProto = simplified
+    return result
 
 
-def _device_of(model):
+def _device_of(model: nn.Module) -> torch.device:
     # a model loaded with device="cuda" is traced and checked where it lives
     import torch
 
@@ -141,11 +157,11 @@ def _device_of(model):
     return first.device if first is not None else torch.device("cpu")
 
 
-def _io_shape(value_info) -> tuple:
+def _io_shape(value_info: ValueInfoProto) -> tuple[str | int, ...]:
     return tuple(d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim)
 
 
-def _save(proto, out_path: Path) -> None:
+def _save(proto: ModelProto, out_path: Path) -> None:
     onnx = _require("onnx")
     try:
         onnx.checker.check_model(proto)
@@ -158,25 +174,29 @@ def _save(proto, out_path: Path) -> None:
         raise OutputError(exc.errno, f"cannot write {out_path}: {exc.strerror or exc}", str(out_path)) from exc
 
 
-def _with_uint8_input(model):
+def _with_uint8_input(model: nn.Module) -> nn.Module:
     """``model`` behind ``x.float() - mean``: exported as Cast + Sub at the front of the graph."""
     import torch
 
     from ..constants import MEAN_RGB_F32
 
     class Uint8Input(torch.nn.Module):
-        def __init__(self, net) -> None:
+        mean: torch.Tensor  # a registered buffer
+
+        def __init__(self, net: nn.Module) -> None:
             super().__init__()
             self.net = net
             self.register_buffer("mean", torch.from_numpy(MEAN_RGB_F32.reshape(1, 3, 1, 1, 1).copy()))
 
-        def forward(self, x):
-            return self.net(x.to(torch.float32) - self.mean)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.net(x.to(torch.float32) - self.mean)
+            return out
 
     return Uint8Input(model).to(_device_of(model)).eval()
 
 
-def compare_with_onnxruntime(model, onnx_path, inputs) -> tuple[float, float]:
+def compare_with_onnxruntime(model: nn.Module, onnx_path: str | os.PathLike[str], inputs: np.ndarray
+                             ) -> tuple[float, float]:
     """Run ``inputs`` (float32 or uint8 ndarray, what the graph takes) through torch and ONNX Runtime.
 
     Returns ``(max |torch - ort|, max |torch logit|)``.
@@ -196,9 +216,10 @@ def compare_with_onnxruntime(model, onnx_path, inputs) -> tuple[float, float]:
     return float(np.abs(got - want).max()), float(np.abs(want).max())
 
 
-def export_onnx(checkpoint_or_model, out_path, *, opset: int = 11, batch: int | None = None,
+def export_onnx(checkpoint_or_model: nn.Module | str | os.PathLike[str], out_path: str | os.PathLike[str], *,
+                opset: int = 11, batch: int | None = None,
                 simplify: bool = True, check: bool = True, tolerance: float = 1e-4, seed: int = 0,
-                uint8_input: bool = False, **arch_opts) -> ExportResult:
+                uint8_input: bool = False, **arch_opts: Any) -> ExportResult:
     """Export a checkpoint path (or an ``nn.Module``) to one self-contained ``.onnx``.
 
     ``arch_opts`` go to :func:`~e3d_stream.models.load_checkpoint` (``arch``,
@@ -250,14 +271,15 @@ def export_onnx(checkpoint_or_model, out_path, *, opset: int = 11, batch: int | 
     )
 
 
-def default_om_name(onnx_path, batch: int) -> str:
+def default_om_name(onnx_path: str | os.PathLike[str], batch: int) -> str:
     """``dir/Efficient-3DCNNs_sim.onnx``, 4 -> ``dir/Efficient-3DCNNs_bs4`` (the seed's naming)."""
     path = Path(onnx_path)
     stem = path.stem[:-4] if path.stem.endswith("_sim") else path.stem
     return str(path.with_name(f"{stem}_bs{batch}"))
 
 
-def atc_command(onnx_path, *, batch: int, soc_version: str = "Ascend310P3", output: str | None = None,
+def atc_command(onnx_path: str | os.PathLike[str], *, batch: int, soc_version: str = "Ascend310P3",
+                output: str | None = None,
                 sample_size: int = 112, sample_duration: int = 16, log: str = "error") -> str:
     """The ATC command line that builds a static batch-``batch`` ``.om`` (SPEC C).
 

@@ -17,12 +17,22 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError, ConfigError
 from ._base import InputSpec, Session, Staged
 from ._runner import DeviceRunner, DoubleBuffer
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from torch import nn
+
+    #: what :func:`open_session` accepts as a model: a file, a torch module, or None (simulated)
+    _Model: TypeAlias = str | os.PathLike[str] | nn.Module | None
 
 
 @dataclass(frozen=True)
@@ -32,8 +42,8 @@ class Backend:
     module: str               # module under e3d_stream.sessions
     class_name: str
     package: str              # third-party top-level package it imports
-    extensions: tuple         # model file extensions that select it
-    devices: tuple            # accepted device kinds ("cpu", "cuda", "npu")
+    extensions: tuple[str, ...]  # model file extensions that select it
+    devices: tuple[str, ...]  # accepted device kinds ("cpu", "cuda", "npu")
     default_device: str
     install: str              # how to get ``package``
     summary: str              # one line for --help
@@ -81,7 +91,7 @@ def split_devices(device: str | None) -> list[str | None]:
     return list(parts)
 
 
-def parse_device(device: str, *, allowed: tuple = ("cpu", "cuda", "npu")) -> tuple[str, int]:
+def parse_device(device: str, *, allowed: tuple[str, ...] = ("cpu", "cuda", "npu")) -> tuple[str, int]:
     """Split ``"cuda:1"`` into ``("cuda", 1)``; ``"cpu"`` is ``("cpu", 0)``.
 
     Raises :class:`ConfigError` naming the allowed kinds for anything else.
@@ -93,7 +103,7 @@ def parse_device(device: str, *, allowed: tuple = ("cpu", "cuda", "npu")) -> tup
     return kind, int(index or 0)
 
 
-def resolve_backend(model, backend: str | None = None) -> str:
+def resolve_backend(model: _Model, backend: str | None = None) -> str:
     """The registry key for ``model``: ``backend`` if given, else from the file extension."""
     if backend is not None:
         if backend not in BACKENDS:
@@ -126,11 +136,12 @@ def load_backend(name: str) -> type[Session]:
         raise BackendUnavailableError(
             f"backend {name!r} needs the '{entry.package}' package, which is not importable ({exc}); "
             f"{entry.install}") from exc
-    return getattr(module, entry.class_name)
+    cls: type[Session] = getattr(module, entry.class_name)
+    return cls
 
 
-def open_session(model=None, *, backend: str | None = None, device: str | None = None,
-                 batch_size: int | None = None, threads: int | None = None, **options) -> Session:
+def open_session(model: _Model = None, *, backend: str | None = None, device: str | None = None,
+                 batch_size: int | None = None, threads: int | None = None, **options: Any) -> Session:
     """Open an inference session for ``model`` (a path, an ``nn.Module``, or None for "simulated").
 
     ``device``: ``"cpu"``, ``"cuda[:N]"``, ``"npu[:N]"`` as the backend allows;
@@ -150,7 +161,7 @@ def open_session(model=None, *, backend: str | None = None, device: str | None =
         raise ConfigError(f"model file not found: {model}")
     if threads is not None:
         options["threads"] = threads
-    cls = load_backend(name)
+    cls: Callable[..., Session] = load_backend(name)  # backends take the model positionally
     try:
         inspect.signature(cls).bind(model, device=device, **options)
     except TypeError as exc:

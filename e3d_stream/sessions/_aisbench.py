@@ -42,6 +42,9 @@ may hold the GIL during ``infer`` (SPEC E), which would serialise the overlap.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
 from ais_bench.infer.interface import InferSession
 
@@ -53,7 +56,7 @@ _STAGING = ("device", "host")
 MODE = "static"
 
 
-def _dtype_name(datatype) -> str:
+def _dtype_name(datatype: object) -> str:
     """``dtype.float32`` (aclruntime enum) or ``float32`` -> ``float32``."""
     return str(getattr(datatype, "name", datatype)).rsplit(".", 1)[-1].lower()
 
@@ -63,7 +66,8 @@ class AisBenchSession(Session):
 
     backend = "ais_bench"
 
-    def __init__(self, model, *, device: str = "npu:0", staging: str = "device", threads: int | None = None):
+    def __init__(self, model: str | os.PathLike[str], *, device: str = "npu:0", staging: str = "device",
+                 threads: int | None = None) -> None:
         _, device_id = parse_device(device, allowed=("npu",))
         if staging not in _STAGING:
             raise ConfigError(f"staging {staging!r} is not one of {', '.join(_STAGING)}")
@@ -104,7 +108,7 @@ class AisBenchSession(Session):
             raise SessionError(f"ais_bench: host-to-device copy failed: {exc}") from exc
         return Staged(host=batch, payload=tensor, rows=batch.shape[0], reads_host=False)
 
-    def _execute(self, staged: Staged):
+    def _execute(self, staged: Staged) -> tuple[np.ndarray, float]:
         try:
             outputs = self._session.infer([staged.payload], mode=MODE)
             times = self._summary().exec_time_list
@@ -116,7 +120,7 @@ class AisBenchSession(Session):
         logits = np.asarray(outputs[0], dtype=np.float32).reshape(staged.rows, -1)
         return logits, ms
 
-    def _summary(self):
+    def _summary(self) -> Any:
         # ``summary`` in current releases, ``sumary`` (sic) in older ones
         getter = getattr(self._session, "summary", None) or self._session.sumary
         return getter()
@@ -125,7 +129,7 @@ class AisBenchSession(Session):
         _free(self._session)
         self._session = None
 
-    def _describe(self) -> dict:
+    def _describe(self) -> dict[str, Any]:
         import importlib.metadata as md
 
         try:
@@ -136,7 +140,7 @@ class AisBenchSession(Session):
                 "versions": {"ais_bench": version}, "verified_on_hardware": False}
 
 
-def _free(session) -> None:
+def _free(session: Any) -> None:
     """Release the model; older releases have no ``free_resource``."""
     free = getattr(session, "free_resource", None)
     if free is not None:

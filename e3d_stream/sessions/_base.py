@@ -43,7 +43,7 @@ class InputSpec:
     """
 
     name: str
-    shape: tuple
+    shape: tuple[int | None, ...]
     dtype: str = "float32"   # one of INPUT_DTYPES
 
     @property
@@ -104,7 +104,7 @@ class Session:
     backend: ClassVar[str] = ""
 
     def __init__(self, *, input_spec: InputSpec, num_classes: int | None, device: str,
-                 model_path: str | None = None):
+                 model_path: str | None = None) -> None:
         self.input_spec = input_spec
         self.fixed_batch: int | None = input_spec.batch
         self.num_classes = num_classes
@@ -151,9 +151,9 @@ class Session:
             self._closed = True
             self._close()
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """What ran, for ``result.json``: backend, device, model, input, versions."""
-        info = {
+        info: dict[str, Any] = {
             "backend": self.backend,
             "device": self.device,
             "model_path": self.model_path,
@@ -168,7 +168,7 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -182,7 +182,7 @@ class Session:
     def _close(self) -> None:
         """Free backend resources (called once)."""
 
-    def _describe(self) -> dict:
+    def _describe(self) -> dict[str, Any]:
         """Backend-specific entries for :meth:`describe` (providers, versions)."""
         return {}
 

@@ -15,6 +15,10 @@ dimension makes a static-batch model, whose short batches are zero-padded.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+import numpy as np
 import onnxruntime as ort
 
 from ..errors import ConfigError, SessionError
@@ -38,7 +42,8 @@ class OrtSession(Session):
 
     backend = "onnxruntime"
 
-    def __init__(self, model, *, device: str = "cpu", threads: int | None = None, optimization: str = "all"):
+    def __init__(self, model: str | os.PathLike[str], *, device: str = "cpu", threads: int | None = None,
+                 optimization: str = "all") -> None:
         kind, index = parse_device(device, allowed=("cpu", "cuda"))
         if optimization not in _OPTIMIZATION:
             raise ConfigError(f"optimization {optimization!r} is not one of {', '.join(_OPTIMIZATION)}")
@@ -48,7 +53,7 @@ class OrtSession(Session):
         options.inter_op_num_threads = 1  # one model, one request at a time
         if threads:
             options.intra_op_num_threads = int(threads)
-        providers: list = ["CPUExecutionProvider"]
+        providers: list[Any] = ["CPUExecutionProvider"]
         if kind == "cuda":
             available = ort.get_available_providers()
             if _CUDA not in available:
@@ -78,7 +83,7 @@ class OrtSession(Session):
         self.threads = threads
         self.optimization = optimization
 
-    def upload(self, host_batch) -> Staged:
+    def upload(self, host_batch: np.ndarray) -> Staged:
         """CPU: a handle on the batch. CUDA: a synchronous copy into a device OrtValue."""
         batch = self._check_batch(host_batch)
         if self._kind == "cpu":
@@ -89,7 +94,7 @@ class OrtSession(Session):
             raise SessionError(f"onnxruntime: host-to-device copy failed: {exc}") from exc
         return Staged(host=batch, payload=value, rows=batch.shape[0], reads_host=False)
 
-    def _execute(self, staged: Staged):
+    def _execute(self, staged: Staged) -> tuple[np.ndarray, float]:
         name = self.input_spec.name
         try:
             if self._kind == "cpu":
@@ -105,7 +110,7 @@ class OrtSession(Session):
     def _close(self) -> None:
         self._sess = None
 
-    def _describe(self) -> dict:
+    def _describe(self) -> dict[str, Any]:
         providers = self._sess.get_providers() if self._sess is not None else []
         return {"providers": providers, "threads": self.threads, "optimization": self.optimization,
                 "versions": {"onnxruntime": ort.__version__}}

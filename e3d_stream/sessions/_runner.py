@@ -20,6 +20,9 @@ import numpy as np
 from ..errors import ConfigError, E3DError, SessionError
 from ._base import Session, Staged
 
+#: what a device thread's queue carries: (buffer or sequence number, staged batch, n_valid, tag); None stops it
+_Work = tuple[int, Staged, int, Any] | None
+
 
 class DoubleBuffer:
     """Overlap filling/uploading batch k+1 (caller's thread) with computing batch k.
@@ -42,7 +45,7 @@ class DoubleBuffer:
     COPY_POLL_S = 0.0005   # when only polling ``copy_done`` can tell
 
     def __init__(self, session: Session, batch_size: int, *, buffers: int = 2,
-                 timeout_s: float | None = None):
+                 timeout_s: float | None = None) -> None:
         if int(buffers) < 1:
             raise ConfigError(f"buffers must be >= 1, got {buffers}")
         self.session = session
@@ -53,7 +56,7 @@ class DoubleBuffer:
         self._executed = [threading.Event() for _ in self._buffers]
         self._next = 0
         self._acquired: int | None = None
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[_Work] = queue.Queue()
         self._cond = threading.Condition()
         self._results: list[tuple[Any, np.ndarray]] = []
         self._submitted = self._completed = 0
@@ -117,7 +120,7 @@ class DoubleBuffer:
     def __enter__(self) -> DoubleBuffer:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- internals -----------------------------------------------------------------
@@ -221,7 +224,7 @@ class DeviceRunner:
         self.depth = int(depth)
         self.timeout_s = timeout_s
         self._cond = threading.Condition()
-        self._queues: list[queue.Queue] = [queue.Queue() for _ in self.sessions]
+        self._queues: list[queue.Queue[_Work]] = [queue.Queue() for _ in self.sessions]
         self._in_flight = [0] * len(self.sessions)
         self._copying: list[tuple[Any, Staged]] = []     # device backends: host buffer busy until copied
         self._freed: list[Any] = []

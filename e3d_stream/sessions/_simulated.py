@@ -28,6 +28,7 @@ The default latency is the seed's Ascend 310P figure: about 0.77 ms per clip
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -46,10 +47,10 @@ class SimulatedSession(Session):
 
     backend = "simulated"
 
-    def __init__(self, model=None, *, device: str = "cpu", num_classes: int = UCF101_CLASSES,
+    def __init__(self, model: object = None, *, device: str = "cpu", num_classes: int = UCF101_CLASSES,
                  ms_per_clip: float = DEFAULT_MS_PER_CLIP, batch_overhead_ms: float = 0.0,
                  upload_ms: float = 0.0, fixed_batch: int | None = None, seed: int = 0,
-                 threads: int | None = None, input_dtype: str = "uint8", host_copy: bool = True):
+                 threads: int | None = None, input_dtype: str = "uint8", host_copy: bool = True) -> None:
         for name, value in (("ms_per_clip", ms_per_clip), ("batch_overhead_ms", batch_overhead_ms),
                             ("upload_ms", upload_ms)):
             if not value >= 0:
@@ -70,7 +71,7 @@ class SimulatedSession(Session):
         # features: mean of each (channel, frame) plane -> 3 * 16 values per clip
         rng = np.random.default_rng(self.seed)
         n_features = CLIP_SHAPE[0] * CLIP_SHAPE[1]
-        self._projection = rng.standard_normal((n_features, self.num_classes)).astype(np.float64) / 16.0
+        self._projection = rng.standard_normal((n_features, int(num_classes))).astype(np.float64) / 16.0
         self._bias = rng.standard_normal(self.num_classes) * 0.1
 
     def upload(self, host_batch: np.ndarray) -> Staged:
@@ -102,9 +103,10 @@ class SimulatedSession(Session):
             grid = np.subtract(grid, MEAN_RGB_F32.reshape(1, 3, 1, 1, 1), dtype=np.float32)
         grid = np.asarray(grid, dtype=np.float32)
         features = grid.reshape(grid.shape[0], CLIP_SHAPE[0] * CLIP_SHAPE[1], -1).mean(axis=2, dtype=np.float64)
-        return (features @ self._projection + self._bias).astype(np.float32)
+        logits: np.ndarray = (features @ self._projection + self._bias).astype(np.float32)
+        return logits
 
-    def _describe(self) -> dict:
+    def _describe(self) -> dict[str, Any]:
         return {"simulated": {"ms_per_clip": self.ms_per_clip, "batch_overhead_ms": self.batch_overhead_ms,
                               "upload_ms": self.upload_ms, "host_copy": self.host_copy, "seed": self.seed,
                               "fake_compute_cpu_s": self.fake_compute_cpu_s}}

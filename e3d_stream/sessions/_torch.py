@@ -20,7 +20,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +31,9 @@ from ..constants import CLIP_SHAPE, MEAN_RGB_F32
 from ..errors import ConfigError, SessionError
 from . import parse_device
 from ._base import InputSpec, Session, Staged, timed
+
+if TYPE_CHECKING:
+    from ..models.checkpoint import CheckpointInfo
 
 _FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last_3d}
 #: what "auto" means per device kind (measured on CPU; CUDA keeps cuDNN's default layout)
@@ -44,9 +49,9 @@ class TorchSession(Session):
 
     backend = "torch"
 
-    def __init__(self, model, *, device: str = "cpu", threads: int | None = None,
-                 memory_format: str = "auto", input_dtype: str = "uint8", arch: str | None = None,
-                 **arch_options):
+    def __init__(self, model: str | os.PathLike[str] | torch.nn.Module, *, device: str = "cpu",
+                 threads: int | None = None, memory_format: str = "auto", input_dtype: str = "uint8",
+                 arch: str | None = None, **arch_options: Any) -> None:
         kind, index = parse_device(device, allowed=("cpu", "cuda"))
         if memory_format != "auto" and memory_format not in _FORMATS:
             raise ConfigError(f"memory_format {memory_format!r} is not one of auto, {', '.join(_FORMATS)}")
@@ -57,8 +62,8 @@ class TorchSession(Session):
         self._torch_device = torch.device(kind, index) if kind == "cuda" else torch.device("cpu")
         self.memory_format = _AUTO_FORMAT[kind] if memory_format == "auto" else memory_format
         self._format = _FORMATS[self.memory_format]
-        self.checkpoint = None
-        path = None
+        self.checkpoint: CheckpointInfo | None = None
+        path: str | None = None
         if isinstance(model, torch.nn.Module):
             if arch is not None or arch_options:
                 raise ConfigError("arch options apply to checkpoint files, not to an nn.Module")
@@ -67,7 +72,9 @@ class TorchSession(Session):
             from ..models import load_checkpoint  # imports torch models only when needed
             path = str(model)
             net, self.checkpoint = load_checkpoint(path, arch=arch, device="cpu", **arch_options)
-        self._net = net.eval().to(device=self._torch_device, memory_format=self._format)
+        # Module.to() takes memory_format at run time; torch's overloads do not list it
+        self._net: torch.nn.Module = net.eval().to(  # type: ignore[call-overload]
+            device=self._torch_device, memory_format=self._format)
         num_classes = self._probe(path or type(net).__name__)
         super().__init__(input_spec=InputSpec("input", (None, *CLIP_SHAPE), input_dtype).check(model="torch model"),
                          num_classes=num_classes, device=device, model_path=path)
@@ -78,9 +85,9 @@ class TorchSession(Session):
         self._kind = kind
         self._pinned: dict[int, torch.Tensor] = {}
         # CUDA: two pinned staging tensors [tensor, event of its last device copy] for pageable batches
-        self._staging: list[list] = []
+        self._staging: list[list[Any]] = []
         self._staging_next = 0
-        self._pending_staging_event = None
+        self._pending_staging_event: torch.cuda.Event | None = None
         if kind == "cuda":
             self._copy_stream = torch.cuda.Stream(device=self._torch_device)
             self._compute_stream = torch.cuda.Stream(device=self._torch_device)
@@ -150,14 +157,14 @@ class TorchSession(Session):
         tensor, event = self._staging[i]
         if event is not None:
             event.synchronize()   # its previous device copy must be done before it is overwritten
-        view = tensor[:rows]
+        view: torch.Tensor = tensor[:rows]
         view.copy_(torch.from_numpy(batch))
         copied = torch.cuda.Event()
         self._staging[i][1] = copied
         self._pending_staging_event = copied
         return view
 
-    def _execute(self, staged: Staged):
+    def _execute(self, staged: Staged) -> tuple[np.ndarray, float]:
         try:
             if self._kind == "cpu":
                 with torch.inference_mode():
@@ -167,7 +174,7 @@ class TorchSession(Session):
         except RuntimeError as exc:
             raise SessionError(f"torch: inference failed: {exc}") from exc
 
-    def _execute_cuda(self, on_device: torch.Tensor, copied) -> tuple[np.ndarray, float]:
+    def _execute_cuda(self, on_device: torch.Tensor, copied: torch.cuda.Event) -> tuple[np.ndarray, float]:
         stream = self._compute_stream
         with torch.cuda.stream(stream), torch.inference_mode():
             stream.wait_event(copied)
@@ -189,13 +196,13 @@ class TorchSession(Session):
         return x.contiguous(memory_format=self._format)
 
     def _close(self) -> None:
-        self._net = None
+        self._net = None  # type: ignore[assignment]  # dropped with the closed session (execute checks first)
         self._pinned.clear()
         if self._kind == "cuda":
             torch.cuda.empty_cache()
 
-    def _describe(self) -> dict:
-        info = {"threads": torch.get_num_threads(), "memory_format": self.memory_format,
+    def _describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"threads": torch.get_num_threads(), "memory_format": self.memory_format,
                 "versions": {"torch": torch.__version__}}
         if self._kind == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self._torch_device)
@@ -206,7 +213,7 @@ class TorchSession(Session):
         return info
 
 
-def _plain(obj):
+def _plain(obj: object) -> Any:
     """A JSON-friendly copy of a (frozen) dataclass holding mappings."""
     if dataclasses.is_dataclass(obj):
         return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

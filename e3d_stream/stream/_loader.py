@@ -108,7 +108,7 @@ class ClipLoader:
                  resize: str = "exact", policy: str = "seed", decode_threads: int = 1,
                  limits: DecodeLimits | None = None, start_method: str = "spawn", video_timeout: float = 600.0,
                  drop_last: bool = False, as_torch: bool = False, pin_memory: bool = False, copy: bool = False,
-                 producer: str = DEFAULT_PRODUCER, producer_options: dict | None = None) -> None:
+                 producer: str = DEFAULT_PRODUCER, producer_options: dict[str, Any] | None = None) -> None:
         if dtype not in DTYPES:
             raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         if pin_memory and not as_torch:
@@ -170,13 +170,13 @@ class ClipLoader:
         self.close()
 
     # -- resume --------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Where the next iteration starts: after the last batch yielded, with the ledger so far."""
         p = self.position
         return {"video_index": p.video_index, "clips_done": p.clips_done, "stream_clips": p.stream_clips,
                 "n_batches": self.n_batches, "failures": [f.to_dict() for f in self.failures]}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue where :meth:`state_dict` was taken: the same batches follow, bit for bit."""
         self.position = Position(int(state["video_index"]), int(state["clips_done"]), int(state["stream_clips"]))
         self.n_batches = int(state.get("n_batches", 0))
@@ -224,7 +224,8 @@ class ClipLoader:
         finally:
             self._iterating = False
 
-    def _events(self, should_stop, on_idle) -> Iterator[Batch | VideoEnd | VideoFailed]:
+    def _events(self, should_stop: Callable[[], bool] | None, on_idle: Callable[[], None] | None
+                ) -> Iterator[Batch | VideoEnd | VideoFailed]:
         start = self.position
         todo: list[int] = []
         for index in range(start.video_index, len(self.items)):
@@ -256,11 +257,15 @@ class ClipLoader:
             # videos without a file come out in their place in the order
             index = position_of[id(ev.item)]
             while missing_at < len(missing) and missing[missing_at] < index:
-                yield VideoFailed(self.items[missing[missing_at]], self.items[missing[missing_at]].failure())
+                failure = self.items[missing[missing_at]].failure()
+                assert failure is not None  # the items in ``missing`` have no file
+                yield VideoFailed(self.items[missing[missing_at]], failure)
                 missing_at += 1
             yield ev
         while missing_at < len(missing):
-            yield VideoFailed(self.items[missing[missing_at]], self.items[missing[missing_at]].failure())
+            failure = self.items[missing[missing_at]].failure()
+            assert failure is not None  # the items in ``missing`` have no file
+            yield VideoFailed(self.items[missing[missing_at]], failure)
             missing_at += 1
 
     def _wrap(self, data: np.ndarray) -> Any:

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -44,6 +44,11 @@ from .. import ledger
 from ..errors import ConfigError, WorkerError
 from ._ring import SHM_PREFIX, BatchRing
 from ._worker import worker_main
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
+    from multiprocessing.process import BaseProcess
 
 _POLL_S = 0.05  # parent's wait granularity (the worker has its own)
 START_METHODS = ("spawn", "forkserver", "fork")
@@ -105,7 +110,7 @@ class PoolStats:
     workers_replaced: int = 0
     peak_buffers_used: int = 0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
@@ -126,7 +131,7 @@ class PoolConfig:
     max_retries: int = 1
     lookahead: int | None = None        # videos dispatched beyond the head (default 2*workers)
     producer: str = DEFAULT_PRODUCER    # "module:function" run in the worker
-    producer_options: dict = field(default_factory=dict)
+    producer_options: dict[str, Any] = field(default_factory=dict)
     #: "module:function" a worker calls once with ``producer_options`` before its first task
     worker_init: str | None = None
 
@@ -150,8 +155,8 @@ class PoolConfig:
 
 @dataclass
 class _Worker:
-    proc: Any
-    conn: Any
+    proc: BaseProcess
+    conn: Connection[Any, Any]
     ready: bool = False                      # its start-up (worker_init) is done
     task: int | None = None
     started: float = 0.0
@@ -165,7 +170,7 @@ class _Worker:
         return now - self.started - self.waited - ((now - self.wait_start) if self.waiting else 0.0)
 
 
-def _send(worker: _Worker, msg: tuple) -> None:
+def _send(worker: _Worker, msg: tuple[Any, ...]) -> None:
     """Send to a worker; one that died meanwhile is noticed (and its task retried) by the next pump."""
     try:
         worker.conn.send(msg)
@@ -179,7 +184,7 @@ class _Video:
     skip: int = 0                       # clips not to write (resume: already scored)
     attempts: int = 0
     written: int = 0                    # rows acknowledged in this run
-    end: tuple | None = None            # ("done", ...) or ("failed", Failure)
+    end: tuple[Any, ...] | None = None  # ("done", ...) or ("failed", Failure)
     worker: int | None = None
 
 
@@ -198,7 +203,8 @@ class ClipPool:
     def __init__(self, config: PoolConfig | None = None, **kwargs: Any) -> None:
         self.config = config or PoolConfig(**kwargs)
         self.stats = PoolStats()
-        self._ctx = mp.get_context(self.config.start_method)
+        # PoolConfig checked start_method is one of START_METHODS: a context with a Process class
+        self._ctx = cast("SpawnContext | ForkServerContext | ForkContext", mp.get_context(self.config.start_method))
         self.ring = BatchRing(self.config.buffers, self.config.batch_size, self.config.dtype)
         self._workers: list[_Worker | None] = [None] * self.config.workers
         self._closed = False
@@ -239,7 +245,7 @@ class ClipPool:
 
     @property
     def pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers if w is not None]
+        return cast("list[int]", [w.proc.pid for w in self._workers if w is not None])  # started: pids are set
 
     def release(self, buffer: int) -> None:
         """Give a yielded buffer back: the consumer (and any session) is done reading it."""
@@ -315,7 +321,7 @@ class ClipPool:
         self.stats.clips += len(rows)
         return BatchReady(buf, self.ring.view(buf), rows)
 
-    def _dispatch(self, videos: list[_Video], pending: deque, lookahead: int) -> None:
+    def _dispatch(self, videos: list[_Video], pending: deque[int], lookahead: int) -> None:
         for w, worker in enumerate(self._workers):
             if worker is None:
                 self._spawn(w)
@@ -358,12 +364,12 @@ class ClipPool:
         if len(rows) == self.config.batch_size:
             self._ready.append(buf)
 
-    def _pump(self, videos: list[_Video], pending: deque) -> None:
+    def _pump(self, videos: list[_Video], pending: deque[int]) -> None:
         """Wait briefly for worker messages; handle deaths and timeouts."""
         from multiprocessing.connection import wait
 
         conns = {w.conn: i for i, w in enumerate(self._workers) if w is not None}
-        ready = wait(list(conns), timeout=_POLL_S)
+        ready = cast("list[Connection[Any, Any]]", wait(list(conns), timeout=_POLL_S))  # the objects given
         for conn in ready:
             w = conns[conn]
             while True:   # everything this worker sent so far
@@ -401,7 +407,7 @@ class ClipPool:
                                              f"decode took longer than {self.config.video_timeout:g} s; worker killed"))
         self._grant(videos)
 
-    def _handle(self, w: int, msg: tuple, videos: list[_Video]) -> None:
+    def _handle(self, w: int, msg: tuple[Any, ...], videos: list[_Video]) -> None:
         worker = self._workers[w]
         assert worker is not None
         kind, task = msg[0], msg[1]
@@ -442,10 +448,11 @@ class ClipPool:
                 self._fail(v, ledger.Failure(getattr(v.item, "video_id", str(v.item)), reason, detail,
                                              n_frames=n_frames))
 
-    def _on_death(self, w: int, v: _Video, pending: deque, why: str) -> None:
+    def _on_death(self, w: int, v: _Video, pending: deque[int], why: str) -> None:
         worker = self._workers[w]
         assert worker is not None
         task = worker.task
+        assert task is not None  # only called for a worker that has a task
         self._kill(w)
         self.stats.workers_replaced += 1
         if v.attempts <= self.config.max_retries:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import deque
+from collections.abc import Set
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -57,7 +58,7 @@ class BatchRing:
         """Buffers filling, waiting for the consumer or held by a session."""
         return self.n_buffers - len(self.free)
 
-    def reset(self, *, keep: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    def reset(self, *, keep: Set[int] = frozenset()) -> None:
         """Every buffer free again except ``keep`` (still read by the consumer; released later)."""
         self.free = deque(b for b in range(self.n_buffers) if b not in keep)
         self.cursor = None

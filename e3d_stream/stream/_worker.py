@@ -31,13 +31,16 @@ import time
 import traceback
 from collections import deque
 from multiprocessing import shared_memory
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .. import ledger
 from ..constants import CLIP_SHAPE, MEAN_RGB_F32
 from ..errors import DecodeError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 CLIP_BYTES = int(np.prod(CLIP_SHAPE))
 _POLL_S = 0.05
@@ -56,9 +59,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def _resolve(spec: str):
+def _resolve(spec: str) -> Any:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+class _Recv(Protocol):
+    """``recv(block=True)``: the parent's next message, or None when not blocking and nothing came."""
+
+    def __call__(self, block: bool = True) -> Any: ...
 
 
 class _Stop(Exception):
@@ -68,7 +77,7 @@ class _Stop(Exception):
 class _Task:
     """One video's clips on their way from the producer into granted rows."""
 
-    def __init__(self, conn, ring: np.ndarray, task: int, backlog: int, recv) -> None:
+    def __init__(self, conn: Connection[Any, Any], ring: np.ndarray, task: int, backlog: int, recv: _Recv) -> None:
         self.conn, self.ring, self.task, self.limit, self.recv = conn, ring, task, backlog, recv
         self.backlog: deque[np.ndarray] = deque()
         self.segment: list[int] | None = None   # [buf, next_row, end_row, first_row]
@@ -131,8 +140,8 @@ class _Task:
         return buf, row - first
 
 
-def worker_main(conn, shm_name: str, ring_shape: tuple, dtype: str, parent_pid: int, producer: str,
-                init: str | None = None, init_options: dict | None = None) -> None:
+def worker_main(conn: Connection[Any, Any], shm_name: str, ring_shape: tuple[int, ...], dtype: str, parent_pid: int,
+                producer: str, init: str | None = None, init_options: dict[str, Any] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     # Attaching registers the name with the resource tracker that this child

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,18 +49,21 @@ class FrameSource:
 
 
 def _direct(stream: ClipStream) -> Iterator[np.ndarray]:
+    assert stream.path is not None  # ClipStream.__iter__ checks it before opening a source
     frames = VideoFrames(stream.path, threads=stream.threads, limits=stream.limits, video_id=stream.video_id)
     stream._meta = frames
     return iter(frames)
 
 
 def _rawframes(stream: ClipStream) -> Iterator[Any]:
+    assert stream.path is not None  # ClipStream.__iter__ checks it before opening a source
     return iter_rawframes(stream.path, as_array=False)  # PIL images straight into the PIL resize
 
 
 def _jpeg_compat(stream: ClipStream) -> Iterator[np.ndarray]:
     from ._jpegcompat import iter_jpeg_compat  # imported on demand: only this source needs it
 
+    assert stream.path is not None  # ClipStream.__iter__ checks it before opening a source
     frames = VideoFrames(stream.path, threads=stream.threads, limits=stream.limits, output="frame",
                          video_id=stream.video_id)
     stream._meta = frames
@@ -69,6 +72,7 @@ def _jpeg_compat(stream: ClipStream) -> Iterator[np.ndarray]:
     if first is None:
         return iter(())
     # the CLI's mjpeg encoder time base is the inverse of the output frame rate
+    assert frames.frame_rate is not None  # set when the file was opened
     return iter_jpeg_compat(itertools.chain([first], decoded), time_base=Fraction(1) / frames.frame_rate)
 
 
@@ -132,11 +136,12 @@ class ClipStream:
 
     def _preprocessed(self, frames: Iterator[Any]) -> Iterator[np.ndarray]:
         # Planar (3, 112, 112) frames: the clip's own layout, so stacking is plane copies.
-        last_in = last_out = None
+        last_in: object = None
+        last_out: np.ndarray | None = None
         for frame in frames:
             if frame is not last_in:  # the CLI's duplicated frames are the same object: reuse
                 last_in, last_out = frame, preprocess_planar(frame, resize=self.resize)
-            yield last_out
+            yield cast(np.ndarray, last_out)  # set on the first frame
 
 
 class _Counter:

@@ -26,10 +26,13 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .. import ledger
 from ..constants import VIDEO_EXTENSIONS
 from ..errors import AnnotationError, ConfigError
+
+_T = TypeVar("_T")
 
 #: Listing modes: what a dataset root holds.
 SOURCES = ("video", "rawframes")
@@ -88,7 +91,7 @@ class Annotation:
         return cache
 
 
-def load_annotation(path: str | Path) -> Annotation:
+def load_annotation(path: str | os.PathLike[str]) -> Annotation:
     """Parse a ``ucf101_01.json``-style annotation.
 
     Raises:
@@ -102,7 +105,7 @@ def load_annotation(path: str | Path) -> Annotation:
     return parse_annotation(data, source=str(path))
 
 
-def parse_annotation(data, *, source: str = "annotation") -> Annotation:
+def parse_annotation(data: object, *, source: str = "annotation") -> Annotation:
     """Build an :class:`Annotation` from an already parsed ``ucf101_01.json`` object."""
     path = source
     if not isinstance(data, dict) or not isinstance(data.get("labels"), list) \
@@ -223,7 +226,7 @@ def detect_source(root: str | Path, items: Iterable[VideoItem | tuple[str, str]]
     return "rawframes" if hits["rawframes"] > hits["video"] else "video"
 
 
-def shard(items: Sequence, index: int, count: int) -> list:
+def shard(items: Sequence[_T], index: int, count: int) -> list[_T]:
     """Contiguous part ``index`` of ``count`` near-equal parts of ``items``.
 
     Contiguous blocks keep each host's output in dataset order, so concatenating

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -102,8 +103,8 @@ class _Rgb240:
 
     def __init__(self, height: int) -> None:
         self._height = height
-        self._graph = None
-        self._key = None
+        self._graph: av.filter.Graph | None = None
+        self._key: tuple[int, int, str] | None = None
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if frame.height == self._height:
@@ -113,8 +114,12 @@ class _Rgb240:
         key = (frame.width, frame.height, frame.format.name)
         if key != self._key:  # (re)build on the first frame and on any size change, as the CLI does
             self._graph, self._key = self._build(frame), key
-        self._graph.push(frame)
-        return self._graph.pull().to_ndarray(format="rgb24")
+        graph = self._graph
+        assert graph is not None  # built together with self._key
+        graph.push(frame)
+        scaled = cast(av.VideoFrame, graph.pull())  # the graph has one video sink
+        rgb: np.ndarray = scaled.to_ndarray(format="rgb24")
+        return rgb
 
     def _build(self, frame: av.VideoFrame) -> av.filter.Graph:
         graph = av.filter.Graph()
@@ -166,7 +171,7 @@ class VideoFrames:
         self.frame_rate: Fraction | None = None
         self.warning: ledger.Failure | None = None
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[Any]:  # np.ndarray (output="rgb24") or av.VideoFrame (output="frame")
         _check_file(self.path)
         container = _open_container(self.path)
         try:
@@ -174,7 +179,7 @@ class VideoFrames:
         finally:
             container.close()
 
-    def _frames(self, container: av.container.InputContainer) -> Iterator:
+    def _frames(self, container: av.container.InputContainer) -> Iterator[Any]:
         if not container.streams.video:
             raise DecodeError(f"{self.path}: no video stream", reason=ledger.NO_VIDEO_STREAM)
         stream = container.streams.video[0]
@@ -184,21 +189,25 @@ class VideoFrames:
         if self.threads != 1:
             cc.thread_type = self.thread_type
         cc.flags |= av.codec.context.Flags.bitexact  # the reference target is the CLI's +bitexact decode
+        assert stream.time_base is not None  # FFmpeg sets it on every demuxed stream
         sync = CfrSync(time_base=stream.time_base, frame_rate=stream.guessed_rate,
                        start_time=container.start_time, vscfr=len(container.streams) == 1,
                        fallback_rate=stream.base_rate)
         self.frame_rate = sync.output_rate
-        convert = _Rgb240(self.height) if self.output == "rgb24" else (lambda f: f)
+        convert: Callable[[av.VideoFrame], Any] = _Rgb240(self.height) if self.output == "rgb24" else (lambda f: f)
         best_effort = BestEffortTimestamp()
         errors: list[str] = []
         span = _PacketSpan()
-        prev = prev_out = None  # last decoded frame and its converted form (None = not converted)
+        # last decoded frame and its converted form (None = not converted)
+        prev: av.VideoFrame | None = None
+        prev_out: Any = None
         count = 0
         for frame in self._decoded(container, stream, errors, span):
             self._check_pixels(frame.width, frame.height)
             self.n_decoded += 1
             decision = sync.push(best_effort(frame.pts, frame.dts))
             if decision.previous:
+                assert prev is not None  # CfrSync repeats a previous frame only once there is one
                 prev_out = prev_out if prev_out is not None else convert(prev)
             for _ in range(decision.previous):
                 yield prev_out
@@ -213,6 +222,7 @@ class VideoFrames:
                 prev, prev_out = frame, out
         tail = sync.flush()
         if tail:
+            assert prev is not None  # CfrSync.flush() repeats a frame only once there is one
             prev_out = prev_out if prev_out is not None else convert(prev)
             for _ in range(tail):
                 yield prev_out
@@ -231,7 +241,8 @@ class VideoFrames:
                                           f"decodable prefix used ({count} frames): {errors[0]}",
                                           fatal=False, n_frames=count)
 
-    def _decoded(self, container, stream, errors: list[str], span: _PacketSpan) -> Iterator[av.VideoFrame]:
+    def _decoded(self, container: av.container.InputContainer, stream: av.VideoStream, errors: list[str],
+                 span: _PacketSpan) -> Iterator[av.VideoFrame]:
         """Decoded frames in presentation order; read/decode errors are collected, not raised."""
         cc = stream.codec_context
         packets = container.demux(stream)
@@ -267,17 +278,18 @@ class _PacketSpan:
     """First and last packet timestamps seen, to notice a file that ends early."""
 
     def __init__(self) -> None:
-        self.first = self.last = None
+        self.first: int | None = None
+        self.last: int | None = None
 
-    def add(self, packet: av.Packet) -> None:
+    def add(self, packet: av.Packet[Any]) -> None:
         ts = packet.pts if packet.pts is not None else packet.dts
         if ts is None:
             return
         self.first = ts if self.first is None else min(self.first, ts)
         self.last = ts if self.last is None else max(self.last, ts)
 
-    def frames(self, time_base: Fraction, rate: Fraction) -> int | None:
-        if self.first is None or not time_base:
+    def frames(self, time_base: Fraction | None, rate: Fraction) -> int | None:
+        if self.first is None or self.last is None or not time_base:  # first and last are set together
             return None
         return round((self.last - self.first) * time_base * rate) + 1
 
@@ -298,7 +310,7 @@ def rawframe_count(folder: str | Path) -> int:
     return max(numbers, default=0)
 
 
-def iter_rawframes(folder: str | Path, *, as_array: bool = True) -> Iterator:
+def iter_rawframes(folder: str | Path, *, as_array: bool = True) -> Iterator[np.ndarray | Image.Image]:
     """Frames ``image_00001.jpg ..`` of a reference rawframe folder, read as the reference does.
 
     Each file is decoded by PIL and ``.convert("RGB")`` is applied (upstream

@@ -22,10 +22,11 @@ validation video never equals a training video, whatever the seeds.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -88,49 +89,50 @@ class DemoDataset:
 # A motion maps (rng, n_frames, start centre (x, y), unit length in px) to per-frame
 # columns [dx, dy, scale, angle offset, visible]. Speeds are per frame at 25 fps.
 
-def _phase(rng, n, lo, hi):
+def _phase(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
     period = rng.uniform(lo, hi)
     return 2 * np.pi * np.arange(n) / period + rng.uniform(0, 2 * np.pi)
 
 
-def _track(n, dx=0.0, dy=0.0, scale=1.0, angle=0.0, visible=1.0):
+def _track(n: int, dx: np.ndarray | float = 0.0, dy: np.ndarray | float = 0.0, scale: np.ndarray | float = 1.0,
+           angle: np.ndarray | float = 0.0, visible: np.ndarray | float = 1.0) -> np.ndarray:
     cols = [np.broadcast_to(np.asarray(c, np.float64), (n,)) for c in (dx, dy, scale, angle, visible)]
     return np.stack(cols, axis=1)
 
 
-def _translate_right(rng, n, unit):
+def _translate_right(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     t = np.arange(n)
     return _track(n, dx=t * rng.uniform(0.10, 0.18) * unit, dy=t * rng.uniform(-0.01, 0.01) * unit)
 
 
-def _fall(rng, n, unit):
+def _fall(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     t = np.arange(n)
     return _track(n, dx=t * rng.uniform(-0.01, 0.01) * unit, dy=t * rng.uniform(0.10, 0.18) * unit)
 
 
-def _bob(rng, n, unit):
+def _bob(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     return _track(n, dy=rng.uniform(0.6, 1.0) * unit * np.sin(_phase(rng, n, 9, 16)))
 
 
-def _sway(rng, n, unit):
+def _sway(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     return _track(n, dx=rng.uniform(0.6, 1.0) * unit * np.sin(_phase(rng, n, 9, 16)))
 
 
-def _pulse(rng, n, unit):
+def _pulse(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     return _track(n, scale=1.0 + rng.uniform(0.5, 0.65) * np.sin(_phase(rng, n, 8, 14)))
 
 
-def _spin(rng, n, unit):
+def _spin(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     return _track(n, angle=np.arange(n) * rng.choice([-1, 1]) * rng.uniform(0.3, 0.45))
 
 
-def _orbit(rng, n, unit):
+def _orbit(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     ph = _phase(rng, n, 12, 22) * rng.choice([-1, 1])
     r = rng.uniform(0.7, 1.0) * unit
     return _track(n, dx=r * np.cos(ph), dy=r * np.sin(ph))
 
 
-def _flicker(rng, n, unit):
+def _flicker(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     return _track(n, visible=(np.sin(_phase(rng, n, 5, 9)) > 0).astype(np.float64))
 
 
@@ -145,7 +147,7 @@ assert tuple(sorted(_MOTIONS, key=str.lower)) == DEMO_CLASSES
 
 # --- drawing ---------------------------------------------------------------------------
 
-def _background(rng, h, w):
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Random base colour + random gratings + smooth blotches: a textured, per-video backdrop."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.empty((h, w, 3), np.float32)
@@ -159,7 +161,8 @@ def _background(rng, h, w):
     return img
 
 
-def _draw(img, kind, cx, cy, a, b, angle, colour):
+def _draw(img: np.ndarray, kind: int, cx: float, cy: float, a: float, b: float, angle: float,
+          colour: np.ndarray) -> None:
     """Paint an ellipse or rectangle (half axes a >= b, rotated by angle) into ``img`` in place."""
     h, w = img.shape[:2]
     r = int(np.ceil(a)) + 1
@@ -173,14 +176,14 @@ def _draw(img, kind, cx, cy, a, b, angle, colour):
     img[y0:y1, x0:x1][mask] = colour
 
 
-def _contrasting_colour(rng, bg):
+def _contrasting_colour(rng: np.random.Generator, bg: np.ndarray) -> np.ndarray:
     """A random colour on the other side of mid-grey from the background, so the shape is visible."""
     if bg.mean() > 128:
         return rng.uniform(0, 90, 3).astype(np.uint8)
     return rng.uniform(165, 255, 3).astype(np.uint8)
 
 
-def _render(label, rng, n_frames, w, h):
+def _render(label: str, rng: np.random.Generator, n_frames: int, w: int, h: int) -> Iterator[np.ndarray]:
     """Yield the ``n_frames`` RGB uint8 frames of one video of class ``label``."""
     unit = min(w, h) / 8.0  # 30 px at 320x240
     bg = _background(rng, h, w)
@@ -215,14 +218,14 @@ def _render(label, rng, n_frames, w, h):
 
 # --- writing ---------------------------------------------------------------------------
 
-def _encode(path, frames, codec, w, h):
+def _encode(path: Path, frames: Iterable[np.ndarray], codec: str, w: int, h: int) -> int:
     import av  # local import: generation is only needed by the demo and the training script
 
     spec = CODECS[codec]
     n = 0
     try:
         with av.open(str(path), "w") as out:
-            stream = out.add_stream(codec, rate=Fraction(_FPS, 1))
+            stream = cast(av.VideoStream, out.add_stream(codec, rate=Fraction(_FPS, 1)))  # CODECS: video codecs
             stream.width, stream.height, stream.pix_fmt = w, h, spec.pix_fmt
             stream.codec_context.thread_count = 1  # deterministic bytes, and cheap on small frames
             if spec.bit_rate:
@@ -236,7 +239,8 @@ def _encode(path, frames, codec, w, h):
     return n
 
 
-def _check_options(videos_per_class, training_videos_per_class, n_frames, size, codec):
+def _check_options(videos_per_class: int, training_videos_per_class: int, n_frames: tuple[int, int],
+                   size: tuple[int, int], codec: str) -> None:
     if codec not in CODECS:
         raise ConfigError(f"codec {codec!r} is not one of {sorted(CODECS)}")
     for name, value in (("videos_per_class", videos_per_class), ("training_videos_per_class",
@@ -273,7 +277,7 @@ def make_demo_dataset(root: str | Path, *, videos_per_class: int = 4, training_v
     counts = {"training": n_train, "validation": videos_per_class}
     first_group = {"validation": 1,
                    "training": max(_CLIPS_PER_GROUP + 1, 1 + -(-videos_per_class // _CLIPS_PER_GROUP))}
-    videos = []
+    videos: list[DemoVideo] = []
     for subset, count in counts.items():
         for ci, label in enumerate(DEMO_CLASSES):
             for i in range(count):

@@ -49,6 +49,7 @@ import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -98,7 +99,8 @@ def _to_intermediate(plane: np.ndarray) -> np.ndarray:
 def _to_8bit(intermediate: np.ndarray) -> np.ndarray:
     # yuv2plane1_8_c: (v + 64) >> 7 (the dither row is a flat 64 for 8-bit input),
     # then av_clip_uint8. >> on int32 is an arithmetic (flooring) shift, as in C.
-    return np.clip((intermediate + _ROUND) >> _INTERMEDIATE_SHIFT, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip((intermediate + _ROUND) >> _INTERMEDIATE_SHIFT, 0, 255).astype(np.uint8)
+    return out
 
 
 def range_to_jpeg_yuv420p(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,7 +135,9 @@ def range_to_jpeg_yuv420p(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[
     lum = (np.minimum(_to_intermediate(np.asarray(y)), _LUM_MAX) * _LUM_MUL - _LUM_SUB) >> _LUM_SHIFT
 
     def chroma(plane: np.ndarray) -> np.ndarray:
-        return (np.minimum(_to_intermediate(np.asarray(plane)), _CHR_MAX) * _CHR_MUL - _CHR_SUB) >> _CHR_SHIFT
+        out: np.ndarray = ((np.minimum(_to_intermediate(np.asarray(plane)), _CHR_MAX) * _CHR_MUL - _CHR_SUB)
+                           >> _CHR_SHIFT)
+        return out
 
     return _to_8bit(lum), _to_8bit(chroma(u)), _to_8bit(chroma(v))
 
@@ -143,7 +147,8 @@ def range_to_jpeg_yuv420p(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[
 def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
     """A (height, width) uint8 view of one plane, without its line padding."""
     plane = frame.planes[index]
-    rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+    # memoryview(): numpy's stubs only list concrete buffer types before Python 3.12
+    rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)
     return rows[:, : plane.width]
 
 
@@ -152,7 +157,7 @@ def _yuvj_frame(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFrame:
     out = av.VideoFrame(y.shape[1], y.shape[0], MJPEG_SETTINGS.pix_fmt)
     for index, data in enumerate((y, u, v)):
         plane = out.planes[index]
-        dst = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+        dst = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)
         dst[:, : plane.width] = data
     return out
 
@@ -178,15 +183,17 @@ class _ScaleGraphs:
     """``buffer -> scale=-1:240 -> format=yuvj420p -> buffersink``, one graph per input geometry."""
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
+        self._key: tuple[int, int, str] | None = None
         self._graph: av.filter.Graph | None = None
 
     def convert(self, frame: av.VideoFrame) -> av.VideoFrame:
         key = (frame.width, frame.height, frame.format.name)
         if key != self._key:
             self._graph, self._key = self._build(frame), key
-        self._graph.push(frame)
-        return self._graph.pull()
+        graph = self._graph
+        assert graph is not None  # built together with self._key
+        graph.push(frame)
+        return cast(av.VideoFrame, graph.pull())  # the graph has one video sink
 
     @staticmethod
     def _build(frame: av.VideoFrame) -> av.filter.Graph:
@@ -251,7 +258,7 @@ def _close_encoder(enc: av.VideoCodecContext | None) -> None:
             pass
 
 
-def _jpeg_to_rgb(packet: av.Packet) -> np.ndarray:
+def _jpeg_to_rgb(packet: av.Packet[Any]) -> np.ndarray:
     """Decode one JPEG the way the reference loader does: PIL, ``.convert('RGB')``."""
     try:
         with Image.open(io.BytesIO(bytes(packet))) as img:

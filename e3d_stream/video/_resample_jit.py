@@ -221,7 +221,7 @@ _HALF = 1 << (_PRECISION_BITS - 1)
 
 
 @_helper
-def _transpose(src, r0, r1, c0, dst):
+def _transpose(src: np.ndarray, r0: int, r1: int, c0: int, dst: np.ndarray) -> None:
     """``dst[b, r] = src[min(r0 + r, r1 - 1), c0 + b]`` for every (b, r) of ``dst``.
 
     ``dst`` is C-contiguous with ``dst.shape[1]`` a multiple of 8; rows past
@@ -264,7 +264,7 @@ def _transpose(src, r0, r1, c0, dst):
 
 
 @_jit
-def _hv_start(src, r0, r1, c0, tin):
+def _hv_start(src: np.ndarray, r0: int, r1: int, c0: int, tin: np.ndarray) -> int:
     """Horizontal-first order, step 1: the frame block the passes read, transposed into ``tin``.
 
     A sequential pre-pass touches one byte per cache line first: a frame that
@@ -284,7 +284,7 @@ def _hv_start(src, r0, r1, c0, tin):
 
 
 @_helper
-def _hpass_transposed(tin, c0, htab, U):
+def _hpass_transposed(tin: np.ndarray, c0: int, htab: np.ndarray, U: np.ndarray) -> None:
     """Horizontal pass on transposed data: ``U[ch, i, r]`` for every kept column i.
 
     ``tin[b, r]`` holds byte ``c0 + b`` (= 3 * column + channel) of row r, so
@@ -331,7 +331,8 @@ def _hpass_transposed(tin, c0, htab, U):
 
 
 @_helper
-def _vpass_row(src, r_off, c0, ncols, vtab, j, acc, out_row):
+def _vpass_row(src: np.ndarray, r_off: int, c0: int, ncols: int, vtab: np.ndarray, j: int, acc: np.ndarray,
+               out_row: np.ndarray) -> None:
     """Output row j of a vertical pass: ``out_row[b] = clip8(sum_k coef_k * src[ymin + k - r_off, c0 + b])``."""
     half = np.int32(_HALF)
     y0 = vtab[j, 0] - r_off
@@ -367,7 +368,8 @@ def _vpass_row(src, r_off, c0, ncols, vtab, j, acc, out_row):
 
 
 @_jit
-def _hv_finish(tin, c0, ylo, htab, vtab, p0, p1, p2):
+def _hv_finish(tin: np.ndarray, c0: int, ylo: int, htab: np.ndarray, vtab: np.ndarray, p0: np.ndarray, p1: np.ndarray,
+               p2: np.ndarray) -> None:
     """Horizontal-first order, step 2: horizontal pass, transpose back, vertical pass into the planes.
 
     Kept apart from the frame-reading step so that read-only frames (a
@@ -390,7 +392,7 @@ def _hv_finish(tin, c0, ylo, htab, vtab, p0, p1, p2):
 
 
 @_jit
-def _vh_start(src, c0, vtab, tv):
+def _vh_start(src: np.ndarray, c0: int, vtab: np.ndarray, tv: np.ndarray) -> None:
     """Vertical-first order, step 1: ``tv[j]`` = kept output row j, over the bytes step 2 reads."""
     nb = tv.shape[1]
     acc = np.empty(nb, np.int32)
@@ -399,7 +401,7 @@ def _vh_start(src, c0, vtab, tv):
 
 
 @_jit
-def _vh_finish(tv, c0, htab, p0, p1, p2):
+def _vh_finish(tv: np.ndarray, c0: int, htab: np.ndarray, p0: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> None:
     """Vertical-first order, step 2: horizontal pass of the (S, bytes) intermediate into the planes."""
     S = htab.shape[0]
     spad = (S + 7) // 8 * 8
@@ -421,7 +423,7 @@ def _vh_finish(tv, c0, htab, p0, p1, p2):
 
 
 @_jit
-def _crop_kernel(frame, x1, y1, p0, p1, p2):
+def _crop_kernel(frame: np.ndarray, x1: int, y1: int, p0: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> None:
     """No resize (the short side already has the size): de-interleave the crop into the planes."""
     S = p0.shape[0]
     for j in range(S):
@@ -436,7 +438,7 @@ def _crop_kernel(frame, x1, y1, p0, p1, p2):
 
 
 @_jit
-def _interleave(planes, out):
+def _interleave(planes: np.ndarray, out: np.ndarray) -> None:
     """``out[j, i, ch] = planes[ch, j, i]`` (a stride-3 store group LLVM vectorises)."""
     S = out.shape[0]
     for j in range(S):
@@ -477,7 +479,7 @@ def _axis_table(in_size: int, out_size: int, first: int, count: int) -> np.ndarr
     filterscale = scale if scale >= 1.0 else 1.0
     support = 1.0 * filterscale
     inv_filterscale = 1.0 / filterscale
-    rows = []
+    rows: list[tuple[int, int, list[int]]] = []
     for xx in range(first, first + count):
         center = 0.0 + (xx + 0.5) * scale
         xmin = int(center - support + 0.5)
@@ -516,11 +518,13 @@ def _vertical_first(w: int, h: int, w2: int, h2: int) -> bool:
     return dy > 0 and dy > 2 * (w - w2)
 
 
-_PLANS: dict[tuple[int, int, int], tuple] = {}
+#: (kind, htab, vtab, x1, y1); the coefficient tables are None for kind "crop"
+_Plan = tuple[str, np.ndarray | None, np.ndarray | None, int, int]
+_PLANS: dict[tuple[int, int, int], _Plan] = {}
 _MAX_PLANS = 256
 
 
-def _plan(h: int, w: int, size: int) -> tuple:
+def _plan(h: int, w: int, size: int) -> _Plan:
     """(kind, htab, vtab, x1, y1) for a frame geometry; cached because coefficients cost ~0.1 ms."""
     key = (h, w, size)
     plan = _PLANS.get(key)
@@ -581,6 +585,7 @@ def resize_crop_into(frame: np.ndarray, out_planes: np.ndarray) -> None:
     if kind == "crop":
         _crop_kernel(frame, x1, y1, p0, p1, p2)
         return
+    assert htab is not None and vtab is not None  # _plan() gives both tables unless kind == "crop"
     src = frame.reshape(h, w * 3)
     c0 = int(htab[0, 0]) * 3
     nb = (int(htab[-1, 0]) + int(htab[-1, 1])) * 3 - c0

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..constants import SAMPLE_DURATION
 from ..errors import ConfigError
@@ -76,7 +76,7 @@ class ClipPolicy:
     name: str
     description: str
     plan: Callable[[int, int], list[tuple[int, ...]]]
-    windows: Callable[[Iterable, int], Iterator[list]]
+    windows: Callable[[Iterable[Any], int], Iterator[list[Any]]]
 
 
 #: name -> policy; feeds ``--policy`` choices.

@@ -72,7 +72,8 @@ def _exact(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
     """The compiled kernel when numba is installed, else Pillow: the same bytes either way."""
     jit = jit_kernel()
     if jit is not None:
-        return jit.resize_crop(np.asarray(frame), size=size)
+        out: np.ndarray = jit.resize_crop(np.asarray(frame), size=size)
+        return out
     return _exact_pillow(frame, size)
 
 
@@ -86,9 +87,9 @@ def _exact_pillow(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
     w2, h2 = target
     x1, y1 = crop_origin(w2, h2, size)
     if w > h:  # landscape: horizontal pass, keep the crop's columns, vertical pass (see module doc)
-        img = img.resize((w2, h), Image.BILINEAR)
-        return np.asarray(img.crop((x1, 0, x1 + size, h)).resize((size, h2), Image.BILINEAR))
-    return np.asarray(img.resize((w2, h2), Image.BILINEAR))[y1:y1 + size, x1:x1 + size]
+        img = img.resize((w2, h), Image.Resampling.BILINEAR)
+        return np.asarray(img.crop((x1, 0, x1 + size, h)).resize((size, h2), Image.Resampling.BILINEAR))
+    return np.asarray(img.resize((w2, h2), Image.Resampling.BILINEAR))[y1:y1 + size, x1:x1 + size]
 
 
 def _naive(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
@@ -97,7 +98,7 @@ def _naive(frame: np.ndarray | Image.Image, size: int) -> np.ndarray:
     w, h = img.size
     target = scaled_size(w, h, size)
     if target is not None:
-        img = img.resize(target, Image.BILINEAR)
+        img = img.resize(target, Image.Resampling.BILINEAR)
         w, h = target
     x1, y1 = crop_origin(w, h, size)
     return np.asarray(img.crop((x1, y1, x1 + size, y1 + size)))

@@ -61,7 +61,8 @@ class BestEffortTimestamp:
 
     def __init__(self) -> None:
         self._faulty_pts = self._faulty_dts = 0
-        self._last_pts = self._last_dts = None
+        self._last_pts: int | None = None
+        self._last_dts: int | None = None
 
     def __call__(self, pts: int | None, dts: int | None) -> int | None:
         if dts is not None:
