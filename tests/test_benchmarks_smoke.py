@@ -91,3 +91,13 @@ def test_staged_vs_streaming_quick(tmp_path):
     assert sim["staged"]["total"]["bytes_written"] > 0
     assert sim["streaming"]["direct"]["bytes_written"] == 0
     assert sim["streaming"]["jpeg-compat"]["scores_vs_staged"]["same_videos"]
+
+
+@pytest.mark.slow
+def test_scale_out_quick(tmp_path):
+    pytest.importorskip("ray")
+    proc = _run("scale_out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = _json(tmp_path, "scale_out")
+    assert doc["outputs_identical_to_single_host"] is True
+    assert [p["nodes"] for p in doc["points"]] == [1, 2]
