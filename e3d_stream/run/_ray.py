@@ -84,10 +84,11 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from .._fsutil import atomic_write_bytes, atomic_write_json
 from ..errors import (
@@ -101,11 +102,14 @@ from ..errors import (
 from ..ledger import MISSING
 from ..scoring._metrics import clip_accuracy, video_accuracy
 from ..video._clips import SOURCES
-from ..video._dataset import list_videos, load_annotation, shard
+from ..video._dataset import Annotation, VideoItem, list_videos, load_annotation, shard
 from ._config import EvalConfig
 from ._evaluate import _prepare_output, _StopFlag
 from ._report import RESULT_NAME, Report, per_class_summary, versions, write_outputs
 from ._state import CHECKPOINT_NAME, check_fingerprint
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 SHARDS_INDEX = "shards.json"
 SHARDS_DIR = "shards"
@@ -157,9 +161,9 @@ class ShardOutcome:
         return self.report.n_clips
 
 
-def plan_shards(items, count: int) -> list[ShardPlan]:
+def plan_shards(items: Sequence[VideoItem], count: int) -> list[ShardPlan]:
     """The shards of ``items``: :func:`~e3d_stream.video._dataset.shard` bounds, the same every time."""
-    n, plans = len(items), []
+    n, plans = len(items), list[ShardPlan]()
     for i in range(count):
         start, end = (n * i) // count, (n * (i + 1)) // count
         part = shard(items, i, count)
@@ -218,12 +222,17 @@ def _run_shard(cfg: EvalConfig, index: int, count: int) -> ShardOutcome:
     with _spawn_without_main():
         report = evaluate(local)
     return ShardOutcome(index=index, report=report, node_id=ray.get_runtime_context().get_node_id(),
-                        node_ip=ray.util.get_node_ip_address(), seconds=time.perf_counter() - t0)
+                        node_ip=_node_ip_address(ray), seconds=time.perf_counter() - t0)
+
+
+def _node_ip_address(ray: ModuleType) -> str:
+    """``ray.util.get_node_ip_address()``, which Ray leaves unannotated (it returns the IP as a str)."""
+    return cast("Callable[[], str]", ray.util.get_node_ip_address)()
 
 
 # -- the driver --------------------------------------------------------------------------------------
 
-def _import_ray():
+def _import_ray() -> ModuleType:
     try:
         import ray
     except ImportError as exc:
@@ -277,7 +286,7 @@ def evaluate_ray(cfg: EvalConfig) -> Report:
 
 
 @contextlib.contextmanager
-def _connected(ray, address: str | None) -> Iterator[None]:
+def _connected(ray: ModuleType, address: str | None) -> Iterator[None]:
     """Connect this process to Ray for the run, and leave everything as it was after.
 
     No ``address``: a local instance on loopback, stopped after. With one: join
@@ -344,7 +353,8 @@ def _loopback_ip(enabled: bool) -> Iterator[None]:
     cluster started on 127.0.0.1. The switch is turned off only during
     ``ray.init`` and restored right after.
     """
-    constants = None
+    # Any, not the module: ENABLE_RAY_CLUSTER is gone from newer Rays, so it is read only after hasattr
+    constants: Any = None
     if enabled:
         with contextlib.suppress(ImportError):
             from ray._private import ray_constants as constants
@@ -359,7 +369,7 @@ def _loopback_ip(enabled: bool) -> Iterator[None]:
         constants.ENABLE_RAY_CLUSTER = old
 
 
-def _task_resources(cfg: EvalConfig) -> dict:
+def _task_resources(cfg: EvalConfig) -> dict[str, Any]:
     """Ray options of a shard task: its decode workers + the consumer, and one accelerator unit."""
     opts: dict[str, Any] = {"num_cpus": cfg.pool.workers + 1}
     name = cfg.engine.ray_resource
@@ -370,7 +380,7 @@ def _task_resources(cfg: EvalConfig) -> dict:
     return opts
 
 
-def _shard_count(ray, cfg: EvalConfig, n_items: int) -> int:
+def _shard_count(ray: ModuleType, cfg: EvalConfig, n_items: int) -> int:
     """``shards``, or SHARDS_PER_UNIT per unit of ``ray_resource`` (per node without one); at most one per video.
 
     Refuses a cluster where no node can run a shard at all (the task would wait forever).
@@ -394,17 +404,17 @@ class _Records:
     """The shard records of an interrupted run, checked against this one (read before Ray starts)."""
 
     count: int
-    outcomes: dict   # shard index -> ShardOutcome
-    attempts: dict   # shard index -> attempts it took
-    retried: dict    # shard index -> reasons of the lost attempts
+    outcomes: dict[int, ShardOutcome]   # shard index -> ShardOutcome
+    attempts: dict[int, int]            # shard index -> attempts it took
+    retried: dict[int, list[str]]       # shard index -> reasons of the lost attempts
 
 
-def _index_payload(cfg: EvalConfig, items, count: int) -> dict:
+def _index_payload(cfg: EvalConfig, items: Sequence[VideoItem], count: int) -> dict[str, Any]:
     return {"format": RECORD_FORMAT, "fingerprint": cfg.fingerprint(), "count": count,
             "bounds": [[p.start, p.end, p.first, p.last] for p in plan_shards(items, count)]}
 
 
-def _load_records(folder: Path, cfg: EvalConfig, items) -> _Records:
+def _load_records(folder: Path, cfg: EvalConfig, items: Sequence[VideoItem]) -> _Records:
     """Raises :class:`ResumeMismatchError` for another configuration, shard count or video list."""
     try:
         saved = json.loads((folder / SHARDS_INDEX).read_text())
@@ -420,7 +430,9 @@ def _load_records(folder: Path, cfg: EvalConfig, items) -> _Records:
     if _index_payload(cfg, items, count)["bounds"] != saved["bounds"]:
         raise ResumeMismatchError(f"cannot resume {folder}: the list of videos changed since the shards were "
                                   f"planned")
-    outcomes, attempts, retried = {}, {}, {}
+    outcomes: dict[int, ShardOutcome] = {}
+    attempts: dict[int, int] = {}
+    retried: dict[int, list[str]] = {}
     for i in range(count):
         path = folder / SHARDS_DIR / f"{i}.pkl"
         if not path.is_file():
@@ -436,7 +448,8 @@ def _load_records(folder: Path, cfg: EvalConfig, items) -> _Records:
 class _Driver:
     """Submits the shards, retries lost ones, records finished ones, merges, commits."""
 
-    def __init__(self, ray, cfg: EvalConfig, annotation, items, count: int, stop: _StopFlag,
+    def __init__(self, ray: ModuleType, cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoItem],
+                 count: int, stop: _StopFlag,
                  records: _Records | None) -> None:
         self.ray, self.cfg, self.annotation, self.items, self.stop = ray, cfg, annotation, items, stop
         self.folder = Path(cfg.output.output) if cfg.output.output else None
@@ -502,13 +515,13 @@ class _Driver:
             _remove_records(self.folder)
         return report
 
-    def _collect(self, ref, i: int, submit) -> ShardOutcome | None:
+    def _collect(self, ref: Any, i: int, submit: Callable[[int], None]) -> ShardOutcome | None:
         """The shard's outcome; None after resubmitting a lost one; raises for a failed one."""
         ray = self.ray
         exc = ray.exceptions
         plan = self.plans[i]
         try:
-            return ray.get(ref)
+            return cast(ShardOutcome, ray.get(ref))   # what _run_shard returns
         except exc.RayTaskError as err:  # a Python exception inside the shard: fatal
             cause = getattr(err, "cause", None)
             if isinstance(cause, PipelineInterrupted) and self.stop.signum is not None:
@@ -541,7 +554,7 @@ class _Driver:
                               f"{lost[:3]} although {self.cfg.data.video_path} holds them here; videos must be at "
                               f"the same path on every node (shared storage)")
 
-    def _cancel(self, pending: dict, *, grace_s: float = CANCEL_GRACE_S) -> None:
+    def _cancel(self, pending: dict[Any, int], *, grace_s: float = CANCEL_GRACE_S) -> None:
         """Stop the running shards: interrupt them, then force-cancel the ones still running.
 
         The interrupt (a KeyboardInterrupt in the task) lets a shard's pipeline
@@ -564,7 +577,7 @@ class _Driver:
             if not refs:
                 return
 
-    def _interrupt(self, pending: dict, signum: int) -> None:
+    def _interrupt(self, pending: dict[Any, int], signum: int) -> None:
         self._cancel(pending)
         name = signal.Signals(signum).name
         done = len(self.outcomes)
@@ -585,7 +598,7 @@ class _Driver:
         """
         cfg, items = self.cfg, self.items
         ordered = [self.outcomes[p.index].report for p in self.plans]
-        results: dict = {}
+        results: dict[str, Any] = {}
         for r in ordered:
             results.update(r.results)
         index_of = {it.video_id: n for n, it in enumerate(items)}
@@ -622,7 +635,7 @@ class _Driver:
             config=cfg.to_dict(), versions={**versions(), **ordered[0].versions, "ray": self.ray.__version__},
             notes=notes)
 
-    def _shard_entry(self, p: ShardPlan) -> dict:
+    def _shard_entry(self, p: ShardPlan) -> dict[str, Any]:
         o = self.outcomes[p.index]
         return {"index": p.index, "videos": p.videos, "first": p.first, "last": p.last, "clips": o.n_clips,
                 "node_id": o.node_id, "node_ip": o.node_ip, "attempts": self.attempts.get(p.index, 1),
@@ -631,7 +644,7 @@ class _Driver:
                 "resumed": p.index in self.resumed}
 
     # -- progress ------------------------------------------------------------------------------
-    def _progress_bar(self):
+    def _progress_bar(self) -> tqdm[Any] | None:
         if not self.cfg.output.progress:
             return None
         from tqdm import tqdm
@@ -639,7 +652,7 @@ class _Driver:
         done = sum(self.plans[i].videos for i in self.outcomes)
         return tqdm(total=len(self.items), initial=done, unit="video", dynamic_ncols=True)
 
-    def _tick(self, bar, i: int, t0: float) -> None:
+    def _tick(self, bar: tqdm[Any] | None, i: int, t0: float) -> None:
         if bar is None:
             return
         bar.update(self.plans[i].videos)
@@ -654,9 +667,10 @@ _RECOMPUTED = ("end_to_end_clips_per_s", "compute_clips_per_s", "mean_compute_ms
 _SETTINGS = ("batch_size", "devices", "input_dtype")
 
 
-def _merge_throughput(reports, *, n_clips: int, wall_s: float, shard_s: float, device_busy: float) -> dict:
+def _merge_throughput(reports: Sequence[Report], *, n_clips: int, wall_s: float, shard_s: float,
+                      device_busy: float) -> dict[str, Any]:
     """The shards' throughput entries combined: peaks -> max, counters -> sum, settings -> shard 0's."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     for r in reports:
         for key, value in r.throughput.items():
             if key in _RECOMPUTED:
@@ -697,13 +711,14 @@ def _in_shard(exc: E3DError, where: str) -> E3DError:
 
 # -- the output folder -------------------------------------------------------------------------------
 
-def _prepare_ray_output(cfg: EvalConfig, annotation) -> Report | None:
+def _prepare_ray_output(cfg: EvalConfig, annotation: Annotation) -> Report | None:
     """:func:`~e3d_stream.run._evaluate._prepare_output` for a folder that may also hold shard records.
 
     A completed folder + resume returns the saved report; resume of shard
     records continues them; a fresh run into a folder with results, a
     checkpoint or shard records is refused unless ``overwrite`` (which removes them).
     """
+    assert cfg.output.output is not None  # called only for a run with an output folder
     folder = Path(cfg.output.output)
     has_records = (folder / SHARDS_INDEX).is_file()
     if cfg.output.resume:
