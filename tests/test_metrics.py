@@ -70,7 +70,7 @@ def test_softmax_matches_torch(torch):
 
 
 def test_unknown_softmax_backend_is_named():
-    with pytest.raises(ConfigError, match=r"'jax'.*\['numpy', 'torch'\]"):
+    with pytest.raises(ConfigError, match=r"'jax'.*\['none', 'numpy', 'torch'\]"):
         softmax(np.zeros((1, 3), np.float32), backend="jax")
 
 

@@ -10,7 +10,15 @@ import argparse
 import json
 import sys
 
-from ..run._config import DataOptions, DecodeOptions, EngineOptions, ModelOptions, OutputOptions, PoolOptions
+from ..run._config import (
+                            DataOptions,
+                            DecodeOptions,
+                            EngineOptions,
+                            ModelOptions,
+                            OutputOptions,
+                            PoolOptions,
+                            TestOptions,
+)
 from ..run._config import add_arguments as add_options
 
 DESCRIPTION = (
@@ -37,6 +45,7 @@ def add_arguments_to(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("pipeline")
     add_options(run, PoolOptions)
     add_options(run, DecodeOptions)
+    add_options(parser.add_argument_group("upstream test options (opts.py)"), TestOptions)
     run.add_argument("--sim_ms_per_clip", type=float, default=None,
                      help="simulated backend: device latency per clip (default 0.77, the seed's 310P)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -48,9 +57,15 @@ def add_arguments_to(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..run._config import from_namespace
     from ..run._evaluate import evaluate
 
+    for name, fixed in (("sample_size", 112), ("sample_duration", 16)):
+        value = getattr(args, name, None)
+        if value is not None and value != fixed:
+            raise ConfigError(f"--{name} {value}: the evaluation's data path makes (3, 16, 112, 112) clips; "
+                              f"--{name} is an architecture option for 'e3d-stream export' only")
     arch = {}
     if args.model and str(args.model).endswith((".pth", ".pt", ".tar")):
         from ..models.options import arch_options

@@ -1,11 +1,12 @@
 """The options of an evaluation run: each declared once, typed, documented and validated here.
 
-An :class:`EvalConfig` is six small frozen groups plus two advanced hooks::
+An :class:`EvalConfig` is seven small frozen groups plus two advanced hooks::
 
     EvalConfig
-     ├── data:    DataOptions     what to read (video root, annotation, subset, frame source)
+     ├── data:    DataOptions     what to read (video root, annotation, dataset layout, subset, frame source)
      ├── model:   ModelOptions    what to run (model file, backend, device, batch, threads)
      ├── decode:  DecodeOptions   how a worker turns a video into clips (resize, policy, limits)
+     ├── test:    TestOptions     upstream's test-time options (crop, scale, normalisation, softmax, downsample)
      ├── pool:    PoolOptions     how many decode processes and ring slots
      ├── output:  OutputOptions   what is written and how the run is scored (folder, resume, bins, top-k)
      └── engine:  EngineOptions   one host, or shards on a Ray cluster
@@ -49,6 +50,32 @@ def _sources() -> tuple[str, ...]:
     from ..video._clips import SOURCES
 
     return tuple(SOURCES)
+
+
+def _datasets() -> tuple[str, ...]:
+    from ..video._formats import DATASETS
+
+    return tuple(DATASETS)
+
+
+def _mean_datasets() -> tuple[str, ...]:
+    from ..constants import MEAN_DATASETS
+
+    return tuple(MEAN_DATASETS)
+
+
+def _crop_positions() -> tuple[str, ...]:
+    from ..video._testtime import CROP_POSITIONS
+
+    return CROP_POSITIONS
+
+
+#: upstream dataset.py get_test_set: --test_subset -> the annotation's subset name
+TEST_SUBSETS = {"val": "validation", "test": "testing"}
+
+
+def _test_subsets() -> tuple[str, ...]:
+    return tuple(TEST_SUBSETS)
 
 
 def _resizers() -> tuple[str, ...]:
@@ -137,7 +164,12 @@ class DataOptions(_Group):
 
     video_path: str = option(help="video root <root>/<label>/<id>.avi (or a rawframes root with --source rawframes)")
     annotation_path: str = option(help="ucf101_01.json-style annotation")
+    dataset: str = option("ucf101", "upstream's dataset layout: ucf101/hmdb51 <root>/<label>/<id>.avi, kinetics "
+                          "<root>/<label>/<youtube_id>_<start>_<end>.mp4 (nested json), jester <root>/<id>/%%05d.jpg "
+                          "(frame folders: --source rawframes)", choices=_datasets)
     subset: str = option("validation", "annotation subset to evaluate")
+    test_subset: str | None = option(None, "upstream's name for the subset: val (validation) or test (testing); "
+                                     "sets --subset", choices=_test_subsets)
     source: Source = option("direct", "direct: decode videos; rawframes: read image_%%05d.jpg folders; "
                             "jpeg-compat: decode + in-memory JPEG round trip like the reference's ffmpeg",
                             choices=_sources)
@@ -147,6 +179,19 @@ class DataOptions(_Group):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        from ..video._clips import SOURCES
+        from ..video._formats import DATASETS
+
+        if self.test_subset is not None:
+            mapped = TEST_SUBSETS[self.test_subset]
+            if self.subset not in ("validation", mapped):
+                raise ConfigError(f"test_subset={self.test_subset!r} means subset {mapped!r}, but subset="
+                                  f"{self.subset!r} was given: pass one of them")
+            object.__setattr__(self, "subset", mapped)   # frozen: set once, here
+        layout = SOURCES[self.source].layout
+        if layout not in DATASETS[self.dataset].layouts:
+            raise ConfigError(f"dataset {self.dataset!r} is stored as frame folders: use source='rawframes' "
+                              f"(--source rawframes), not {self.source!r}")
         if self.shard is not None:
             index, count = self.shard
             if not (isinstance(count, int) and isinstance(index, int) and count >= 1 and 0 <= index < count):
@@ -190,6 +235,42 @@ class DecodeOptions(_Group):
                                     check="positive_or_none")
     video_timeout: float = option(600.0, "seconds before a video's decode is abandoned and ledgered",
                                   check="positive_number")
+
+
+@dataclass(frozen=True)
+class TestOptions(_Group):
+    """upstream's test-time options (opts.py names): spatial transform, normalisation, scoring."""
+
+    scale_in_test: float = option(1.0, "Scale(int(112 / scale_in_test)) before the crop (upstream test transform)",
+                                  check="positive_number")
+    crop_position_in_test: str = option("c", "CornerCrop position: c (centre, the reference), tl, tr, bl, br",
+                                        choices=_crop_positions)
+    mean_dataset: str = option("activitynet", "mean subtracted (upstream mean.py; activitynet is the reference's "
+                               "[114.7748, 107.7354, 99.4750]); non-default normalisation needs a float32 session",
+                               choices=_mean_datasets)
+    no_mean_norm: bool = option(False, "do not subtract the mean (upstream: ignored with --std_norm)")
+    std_norm: bool = option(False, "also divide by upstream's std [38.76, 37.88, 40.03] / norm_value")
+    norm_value: int = option(1, "ToTensor divides pixels by this (1: 0..255, 255: 0..1)", check="positive")
+    no_softmax_in_test: bool = option(False, "average each clip's raw scores instead of its softmax")
+    downsample: int = option(1, "upstream's test path: each 16-frame window cycled to 16*N, every N-th frame kept",
+                             check="positive")
+
+    def geometry(self) -> Any:
+        """The :class:`~e3d_stream.video._testtime.Geometry` of these options."""
+        from ..video._testtime import Geometry
+
+        return Geometry.from_test_options(self.scale_in_test, self.crop_position_in_test)
+
+    def normalization(self) -> Any:
+        """The :class:`~e3d_stream.video._testtime.Normalization` of these options."""
+        from ..video._testtime import Normalization
+
+        return Normalization.from_options(mean_dataset=self.mean_dataset, no_mean_norm=self.no_mean_norm,
+                                          std_norm=self.std_norm, norm_value=self.norm_value)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.geometry()   # int(112 / scale) must be a positive size
 
 
 @dataclass(frozen=True)
@@ -241,11 +322,16 @@ class EngineOptions(_Group):
 
 
 GROUPS: dict[str, type] = {"data": DataOptions, "model": ModelOptions, "decode": DecodeOptions,
-                           "pool": PoolOptions, "output": OutputOptions, "engine": EngineOptions}
+                           "test": TestOptions, "pool": PoolOptions, "output": OutputOptions, "engine": EngineOptions}
 #: flat field name -> group name (every field name is unique across groups)
 _FIELD_GROUP = {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
 
 DEFAULT_PRODUCER = "e3d_stream.video._clips:iter_video_clips"
+
+_UINT8_NORM = ("mean_dataset / no_mean_norm / std_norm / norm_value other than the defaults need a session that "
+               "takes float32 clips (the workers normalise them); a uint8 session subtracts the reference's "
+               "activitynet mean itself. Torch: session_options={'input_dtype': 'float32'}; simulated: the same; "
+               "ONNX: export without --uint8_input")
 
 
 @dataclass(frozen=True)
@@ -260,6 +346,7 @@ class EvalConfig:
     data: DataOptions
     model: ModelOptions = field(default_factory=ModelOptions)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
+    test: TestOptions = field(default_factory=TestOptions)
     pool: PoolOptions = field(default_factory=PoolOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
     engine: EngineOptions = field(default_factory=EngineOptions)
@@ -280,6 +367,16 @@ class EvalConfig:
             raise ConfigError("resume and overwrite contradict each other: pick one")
         if o.resume and o.dump_bins:
             raise ConfigError("resume with dump_bins is not supported: rerun the dump from scratch")
+        for key, fixed in (("sample_size", 112), ("sample_duration", 16)):
+            if m.arch_options.get(key, fixed) != fixed:
+                raise ConfigError(f"{key}={m.arch_options[key]} is not supported by the evaluation's data path, "
+                                  f"which makes (3, 16, 112, 112) clips; {key} is an architecture option for "
+                                  f"'e3d-stream export' only")
+        t = self.test
+        if not t.normalization().is_default and m.session_options.get("input_dtype") != "float32":
+            backend = m.backend or (str(m.model).rsplit(".", 1)[-1] if m.model else "")
+            if backend in ("simulated", "torch", "pth", "pt", "tar"):
+                raise ConfigError(_UINT8_NORM)
         if ":" not in self.producer:
             raise ConfigError(f"producer must be 'module:function', got {self.producer!r}")
 
@@ -325,8 +422,9 @@ class EvalConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a resumed run must share with the interrupted one."""
-        keep = ("annotation_path", "model", "backend", "batch_size", "source", "subset", "compat",
-                "resize", "policy", "topk", "limit", "arch_options", "max_frames", "max_pixels")
+        keep = ("annotation_path", "dataset", "model", "backend", "batch_size", "source", "subset", "compat",
+                "resize", "policy", "topk", "limit", "arch_options", "max_frames", "max_pixels",
+                *(f.name for f in dataclasses.fields(TestOptions)))
         d = self.to_dict()
         return {k: d[k] for k in keep}
 
@@ -390,5 +488,5 @@ def from_namespace(args: argparse.Namespace, **extra: Any) -> EvalConfig:
     return EvalConfig.create(**flat)
 
 
-__all__ = ["GROUPS", "DataOptions", "DecodeOptions", "EngineOptions", "EvalConfig", "ModelOptions", "OutputOptions",
-           "PoolOptions", "add_arguments", "from_namespace", "option"]
+__all__ = ["GROUPS", "TEST_SUBSETS", "DataOptions", "DecodeOptions", "EngineOptions", "EvalConfig", "ModelOptions",
+           "OutputOptions", "PoolOptions", "TestOptions", "add_arguments", "from_namespace", "option"]

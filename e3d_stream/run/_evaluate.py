@@ -39,7 +39,7 @@ from ..video._clips import SOURCES
 from ..video._dataset import list_videos, load_annotation, shard
 from ..video._decode import DecodeLimits
 from ..video._transforms import normalize_into
-from ._config import EvalConfig
+from ._config import _UINT8_NORM, EvalConfig
 from ._report import RESULT_NAME, VAL_NAME, Report, build_report, load_report, per_class_summary, write_outputs
 from ._state import (
     CHECKPOINT_NAME,
@@ -125,7 +125,8 @@ def evaluate(config: EvalConfig | None = None, /, *, session: Session | None = N
     cfg.check_paths()
     data = cfg.data
     annotation = load_annotation(data.annotation_path)
-    items = list_videos(annotation, data.video_path, subset=data.subset, source=SOURCES[data.source].layout)
+    items = list_videos(annotation, data.video_path, subset=data.subset, source=SOURCES[data.source].layout,
+                        dataset=data.dataset)
     if data.limit is not None:
         items = items[: data.limit]
     if data.shard is not None:
@@ -232,8 +233,11 @@ class _Run:
         if num_classes != len(annotation.labels):
             raise ConfigError(f"the model has {num_classes} classes but the annotation lists "
                               f"{len(annotation.labels)} labels")
+        if self.session.input_dtype != "float32" and not cfg.test.normalization().is_default:
+            raise ConfigError(f"{_UINT8_NORM} (this {self.session.backend} session takes {self.session.input_dtype})")
         self.acc = TopKAccumulator(num_classes, labels=annotation.labels, topk=min(cfg.output.topk, num_classes),
-                                   compat=cfg.output.compat or "none")
+                                   compat=cfg.output.compat or "none",
+                                   softmax="none" if cfg.test.no_softmax_in_test else "numpy")
         self.failures: list[ledger.Failure] = []
         self.failed_ids: set[str] = set()
         self.position = Position()
@@ -293,7 +297,8 @@ class _Run:
             source=cfg.data.source, resize=d.resize, policy=d.policy, decode_threads=d.decode_threads,
             limits=DecodeLimits(max_frames=d.max_frames, max_pixels=d.max_pixels),
             start_method=cfg.pool.start_method, video_timeout=d.video_timeout,
-            drop_last=out.compat == "modelzoo", producer=cfg.producer, producer_options=cfg.producer_options)
+            drop_last=out.compat == "modelzoo", producer=cfg.producer, producer_options=cfg.producer_options,
+            geometry=cfg.test.geometry(), normalization=cfg.test.normalization(), downsample=cfg.test.downsample)
         self.loader = self.stack.enter_context(loader)
         loader.load_state_dict({"video_index": self.position.video_index, "clips_done": self.position.clips_done,
                                 "stream_clips": self.position.stream_clips})

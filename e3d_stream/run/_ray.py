@@ -268,7 +268,7 @@ def evaluate_ray(cfg: EvalConfig) -> Report:
         if done is not None:
             return done
     items = list_videos(annotation, cfg.data.video_path, subset=cfg.data.subset,
-                        source=SOURCES[cfg.data.source].layout)
+                        source=SOURCES[cfg.data.source].layout, dataset=cfg.data.dataset)
     if cfg.data.limit is not None:
         items = items[: cfg.data.limit]
     records = _load_records(Path(out.output), cfg, items) if out.output and out.resume else None

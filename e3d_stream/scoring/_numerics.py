@@ -45,8 +45,13 @@ def _softmax_torch(logits: NDArray[np.float32]) -> NDArray[np.float32]:
         return out
 
 
-#: softmax backend -> function, float32 (n, C) -> float32 (n, C)
-SOFTMAX_BACKENDS = {"numpy": _softmax_numpy, "torch": _softmax_torch}
+def _no_softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    # upstream --no_softmax_in_test: the clip's raw scores are averaged as they are
+    return np.array(logits, dtype=np.float32, copy=True)
+
+
+#: softmax backend -> function, float32 (n, C) -> float32 (n, C); "none" is upstream's --no_softmax_in_test
+SOFTMAX_BACKENDS = {"numpy": _softmax_numpy, "torch": _softmax_torch, "none": _no_softmax}
 
 
 def softmax(logits: np.ndarray, *, backend: str = "numpy") -> np.ndarray:

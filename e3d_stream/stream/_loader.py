@@ -35,6 +35,7 @@ from .. import ledger
 from ..errors import ConfigError, UsageError
 from ..video._dataset import VideoItem, list_videos, load_annotation
 from ..video._decode import DecodeLimits
+from ..video._testtime import Geometry, Normalization
 from ._batching import ClipTag
 from ._pool import DEFAULT_PRODUCER, BatchReady, ClipPool, PoolConfig, VideoEnd, VideoFailed
 
@@ -97,8 +98,10 @@ class ClipLoader:
         dtype: ``"uint8"`` raw clips, or ``"float32"`` minus the reference's mean (done in the workers).
         workers, backlog, buffers, start_method, video_timeout: the decode pool
             (``backlog``: clips a worker decodes ahead; ``buffers``: batches in shared memory).
-        source, resize, policy, decode_threads, limits: how a video becomes clips
+        source, resize, policy, decode_threads, limits, geometry, downsample: how a video becomes clips
             (see :func:`~e3d_stream.video.iter_video_clips`).
+        normalization: what float32 workers apply (default: minus the reference's mean);
+            a non-default one needs ``dtype="float32"``.
         as_torch, pin_memory: yield torch tensors (sharing the ring's memory, or pinned copies).
         copy: yield batches that own their data.
     """
@@ -108,9 +111,14 @@ class ClipLoader:
                  resize: str = "exact", policy: str = "seed", decode_threads: int = 1,
                  limits: DecodeLimits | None = None, start_method: str = "spawn", video_timeout: float = 600.0,
                  drop_last: bool = False, as_torch: bool = False, pin_memory: bool = False, copy: bool = False,
-                 producer: str = DEFAULT_PRODUCER, producer_options: dict[str, Any] | None = None) -> None:
+                 producer: str = DEFAULT_PRODUCER, producer_options: dict[str, Any] | None = None,
+                 geometry: Geometry | None = None, normalization: Normalization | None = None,
+                 downsample: int = 1) -> None:
         if dtype not in DTYPES:
             raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        if normalization is not None and not normalization.is_default and dtype != "float32":
+            raise ConfigError("a non-default normalization (mean_dataset, no_mean_norm, std_norm, norm_value) "
+                              "is applied by the workers: it needs dtype='float32'")
         if pin_memory and not as_torch:
             raise ConfigError("pin_memory needs as_torch=True")
         self.items = list(items)
@@ -118,10 +126,17 @@ class ClipLoader:
         self.as_torch, self.pin_memory, self.copy_batches = as_torch, pin_memory, copy
         options = {"source": source, "policy": policy, "resize": resize, "threads": decode_threads,
                    "limits": limits or DecodeLimits()}
+        if geometry is not None and not geometry.is_default:   # only then: custom producers need not know it
+            options["geometry"] = geometry
+        if downsample != 1:
+            options["downsample"] = downsample
         options.update(producer_options or {})
         self._pool_config = PoolConfig(workers=workers, batch_size=batch_size, buffers=buffers, dtype=dtype,
                                        backlog=backlog, start_method=start_method, video_timeout=video_timeout,
                                        producer=producer, producer_options=options,
+                                       # None: the workers' own default (minus the reference's mean)
+                                       normalization=None if normalization is None or normalization.is_default
+                                       else normalization,
                                        worker_init="e3d_stream.video._transforms:warm_up_worker")
         self._resize = resize
         self._pool: ClipPool | None = None
@@ -133,14 +148,16 @@ class ClipLoader:
 
     @classmethod
     def from_dataset(cls, video_path: str, annotation_path: str, *, subset: str = "validation",
-                     source: str = "direct", limit: int | None = None, **options: Any) -> ClipLoader:
-        """A loader over the ``subset`` videos of an annotation (``ucf101_01.json`` format)."""
+                     source: str = "direct", limit: int | None = None, dataset: str = "ucf101",
+                     **options: Any) -> ClipLoader:
+        """A loader over the ``subset`` videos of an annotation (``ucf101_01.json`` format; ``dataset``:
+        upstream's layout, see :data:`~e3d_stream.video._formats.DATASETS`)."""
         from ..video._clips import SOURCES
 
         if source not in SOURCES:
             raise ConfigError(f"source {source!r} is not one of {', '.join(SOURCES)}")
         items = list_videos(load_annotation(annotation_path), video_path, subset=subset,
-                            source=SOURCES[source].layout)
+                            source=SOURCES[source].layout, dataset=dataset)
         return cls(items[:limit] if limit else items, source=source, **options)
 
     # -- the pool ------------------------------------------------------------------------------

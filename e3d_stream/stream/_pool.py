@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import ledger
 from ..errors import ConfigError, WorkerError
+from ..video._testtime import Normalization
 from ._ring import SHM_PREFIX, BatchRing
 from ._worker import worker_main
 
@@ -134,6 +135,8 @@ class PoolConfig:
     producer_options: dict[str, Any] = field(default_factory=dict)
     #: "module:function" a worker calls once with ``producer_options`` before its first task
     worker_init: str | None = None
+    #: what a float32 ring's workers apply (None: minus the reference's mean)
+    normalization: Normalization | None = None
 
     def __post_init__(self) -> None:
         for name in ("workers", "batch_size", "backlog"):
@@ -221,7 +224,7 @@ class ClipPool:
         proc = self._ctx.Process(
             target=worker_main, name=f"e3d-decode-{w}", daemon=True,
             args=(child_conn, self.ring.name, self.ring.shape, self.ring.dtype, os.getpid(), self.config.producer,
-                  self.config.worker_init, dict(self.config.producer_options)))
+                  self.config.worker_init, dict(self.config.producer_options), self.config.normalization))
         proc.start()
         child_conn.close()
         self._workers[w] = _Worker(proc, parent_conn)

@@ -11,7 +11,7 @@ batch of B clips costs a handful of messages, not three per clip::
     ("need", t)                          ──►      rows are granted to the head video only
                                          ◄──      ("rows", buf, r0, r1)
     write clips into ring[buf, r0:r1]
-    (float32 minus the mean when the ring is float32: the consumer never converts)
+    (float32 minus the mean -- or the configured Normalization -- when the ring is float32)
     ("wrote", t, buf, n, more)           ──►      segment acknowledged (more: backlog left)
     ...
     ("done", t, n_frames, n_clips, warning, decode_s, wait_s, buf, used)
@@ -38,6 +38,7 @@ import numpy as np
 from .. import ledger
 from ..constants import CLIP_SHAPE, MEAN_RGB_F32
 from ..errors import DecodeError
+from ..video._testtime import Normalization
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -77,8 +78,10 @@ class _Stop(Exception):
 class _Task:
     """One video's clips on their way from the producer into granted rows."""
 
-    def __init__(self, conn: Connection[Any, Any], ring: np.ndarray, task: int, backlog: int, recv: _Recv) -> None:
+    def __init__(self, conn: Connection[Any, Any], ring: np.ndarray, task: int, backlog: int, recv: _Recv,
+                 norm: Normalization | None = None) -> None:
         self.conn, self.ring, self.task, self.limit, self.recv = conn, ring, task, backlog, recv
+        self.norm = norm
         self.backlog: deque[np.ndarray] = deque()
         self.segment: list[int] | None = None   # [buf, next_row, end_row, first_row]
         self.asked = False
@@ -106,8 +109,10 @@ class _Task:
             dest = self.ring[buf, row]
             if dest.dtype == np.uint8:
                 dest[...] = clip
-            else:  # float32 ring: the reference's float32(x) - float32(mean), here instead of in the consumer
+            elif self.norm is None:  # float32 ring: the reference's float32(x) - float32(mean), not in the consumer
                 np.subtract(clip, _MEAN, out=dest, dtype=np.float32)
+            else:  # upstream's ToTensor(norm_value) + Normalize(mean, std), as configured
+                self.norm.into(dest, clip)
             seg[1] += 1
             if seg[1] == seg[2]:
                 self.conn.send(("wrote", self.task, buf, seg[2] - seg[3], bool(self.backlog)))
@@ -141,7 +146,8 @@ class _Task:
 
 
 def worker_main(conn: Connection[Any, Any], shm_name: str, ring_shape: tuple[int, ...], dtype: str, parent_pid: int,
-                producer: str, init: str | None = None, init_options: dict[str, Any] | None = None) -> None:
+                producer: str, init: str | None = None, init_options: dict[str, Any] | None = None,
+                norm: Normalization | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     # Attaching registers the name with the resource tracker that this child
@@ -168,7 +174,7 @@ def worker_main(conn: Connection[Any, Any], shm_name: str, ring_shape: tuple[int
                 return
             _, task, path, options, skip, backlog = msg
             t0 = time.perf_counter()
-            job = _Task(conn, ring, task, backlog, recv)
+            job = _Task(conn, ring, task, backlog, recv, norm)
             try:
                 stream = produce(path, **options)
                 n = 0

@@ -34,6 +34,7 @@ from ..errors import ConfigError, DecodeError, UsageError
 from ._dataset import VideoItem
 from ._decode import DecodeLimits, VideoFrames, iter_rawframes
 from ._sampling import get_policy, iter_windows
+from ._testtime import Geometry
 from ._transforms import check_resize, preprocess_planar, stack_clip
 
 
@@ -97,10 +98,15 @@ class ClipStream:
     """
 
     def __init__(self, target: str | Path | VideoItem, *, source: str = "direct", policy: str = "seed",
-                 resize: str = "exact", threads: int = 1, limits: DecodeLimits = DecodeLimits()) -> None:
+                 resize: str = "exact", threads: int = 1, limits: DecodeLimits = DecodeLimits(),
+                 geometry: Geometry | None = None, downsample: int = 1) -> None:
         if source not in SOURCES:
             raise ConfigError(f"unknown source {source!r}; choose one of {sorted(SOURCES)}")
         check_resize(resize)
+        if geometry is not None and not geometry.is_default and resize != "exact":
+            raise ConfigError("scale_in_test / crop_position_in_test need resize='exact'")
+        self.geometry = geometry
+        self.downsample = downsample
         self.policy = get_policy(policy).name
         if isinstance(target, VideoItem):
             self.video_id, path = target.video_id, target.path
@@ -125,7 +131,7 @@ class ClipStream:
         counter = _Counter()
         frames = SOURCES[self.source].open(self)
         pre = self._preprocessed(counter.count(frames))
-        for window in iter_windows(pre, policy=self.policy):
+        for window in iter_windows(pre, policy=self.policy, downsample=self.downsample):
             self.n_clips += 1
             yield stack_clip(window, planar=True)
         self.n_frames = counter.n
@@ -140,7 +146,7 @@ class ClipStream:
         last_out: np.ndarray | None = None
         for frame in frames:
             if frame is not last_in:  # the CLI's duplicated frames are the same object: reuse
-                last_in, last_out = frame, preprocess_planar(frame, resize=self.resize)
+                last_in, last_out = frame, preprocess_planar(frame, resize=self.resize, geometry=self.geometry)
             yield cast(np.ndarray, last_out)  # set on the first frame
 
 
@@ -155,7 +161,8 @@ class _Counter:
 
 
 def iter_video_clips(path_or_item: str | Path | VideoItem, *, source: str = "direct", policy: str = "seed",
-                     resize: str = "exact", threads: int = 1, limits: DecodeLimits = DecodeLimits()) -> ClipStream:
+                     resize: str = "exact", threads: int = 1, limits: DecodeLimits = DecodeLimits(),
+                     geometry: Geometry | None = None, downsample: int = 1) -> ClipStream:
     """The clips of one video (or rawframe folder) in plan order, as a :class:`ClipStream`.
 
     Args:
@@ -166,9 +173,13 @@ def iter_video_clips(path_or_item: str | Path | VideoItem, *, source: str = "dir
         resize: a key of :data:`e3d_stream.video._transforms.RESIZERS` (``"fast"`` is not bit-exact).
         threads: FFmpeg decoder threads per video.
         limits: decode size limits.
+        geometry: upstream's test-time ``Scale`` + ``CornerCrop`` (default: the reference's
+            ``Scale(112)`` + ``CenterCrop(112)``).
+        downsample: upstream's ``--downsample`` (see :mod:`._sampling`).
 
     Raises:
         ConfigError: an unknown ``source``, ``policy`` or ``resize`` (at call time).
         DecodeError: during iteration, for a video that cannot be used.
     """
-    return ClipStream(path_or_item, source=source, policy=policy, resize=resize, threads=threads, limits=limits)
+    return ClipStream(path_or_item, source=source, policy=policy, resize=resize, threads=threads, limits=limits,
+                      geometry=geometry, downsample=downsample)

@@ -1,4 +1,4 @@
-"""The UCF-101 annotation format and where each listed video lives on disk.
+"""The annotation format (UCF-101's, shared by upstream's datasets) and the listed videos.
 
 Annotation (SPEC C)::
 
@@ -16,7 +16,9 @@ rawframe folder at ``<root>/<label>/<video_id>/``. Each label folder is listed
 once, so a name differing only in case is still found (UCF-101's
 ``HandstandPushups`` folder holds ``v_HandStandPushups_*`` files). A listed video
 that is not found is not an error here: its :class:`VideoItem` has ``path=None``
-and becomes a ``missing`` ledger record downstream.
+and becomes a ``missing`` ledger record downstream. That is the ``ucf101`` rule;
+HMDB-51, Kinetics (nested ``database``, file-name keys) and Jester (frame folders
+``<root>/<id>/``) are in :mod:`._formats` (``list_videos(..., dataset=...)``).
 """
 
 from __future__ import annotations
@@ -26,16 +28,16 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .. import ledger
-from ..constants import VIDEO_EXTENSIONS
 from ..errors import AnnotationError, ConfigError
+from ._formats import DATASETS, LAYOUTS, FolderIndex, find_rawframes, find_video, label_folder
 
 _T = TypeVar("_T")
 
 #: Listing modes: what a dataset root holds.
-SOURCES = ("video", "rawframes")
+SOURCES = LAYOUTS
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,25 @@ def load_annotation(path: str | os.PathLike[str]) -> Annotation:
     return parse_annotation(data, source=str(path))
 
 
+def _flat_database(database: dict[str, Any]) -> dict[str, Any]:
+    """The ``{id: record}`` database, flattening Kinetics' ``{subset: {id: record}}`` nesting.
+
+    upstream ``utils/kinetics_json.py`` writes ``"database": {"training": {...},
+    "validation": {...}}`` (each record still has its ``subset``); the UCF-101,
+    HMDB-51 and Jester scripts write the records at the top level.
+    """
+    nested = database and all(
+        isinstance(v, dict) and "subset" not in v and all(isinstance(r, dict) and "subset" in r for r in v.values())
+        for v in database.values())
+    if not nested:
+        return database
+    flat: dict[str, Any] = {}
+    for records in database.values():
+        assert isinstance(records, dict)
+        flat.update(records)
+    return flat
+
+
 def parse_annotation(data: object, *, source: str = "annotation") -> Annotation:
     """Build an :class:`Annotation` from an already parsed ``ucf101_01.json`` object."""
     path = source
@@ -116,7 +137,7 @@ def parse_annotation(data: object, *, source: str = "annotation") -> Annotation:
         raise AnnotationError(f"{path}: 'labels' must be distinct strings")
     known = set(labels)
     entries = []
-    for vid, record in data["database"].items():
+    for vid, record in _flat_database(data["database"]).items():
         try:
             subset, label = record["subset"], record["annotations"]["label"]
         except (TypeError, KeyError) as exc:
@@ -127,57 +148,11 @@ def parse_annotation(data: object, *, source: str = "annotation") -> Annotation:
     return Annotation(labels, tuple(entries))
 
 
-class _FolderIndex:
-    """Lists each folder once and answers exact, then case-insensitive, lookups."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
-
-    def names(self, folder: str) -> tuple[dict[str, str], dict[str, str]]:
-        hit = self._cache.get(folder)
-        if hit is None:
-            try:
-                listing = os.listdir(folder)
-            except OSError:
-                listing = []
-            exact = {n: n for n in listing}
-            lower: dict[str, str] = {}
-            for n in sorted(listing):  # deterministic when two names differ only in case
-                lower.setdefault(n.lower(), n)
-            hit = self._cache[folder] = (exact, lower)
-        return hit
-
-    def find(self, folder: str, name: str) -> str | None:
-        exact, lower = self.names(folder)
-        found = exact.get(name) or lower.get(name.lower())
-        return os.path.join(folder, found) if found else None
-
-
-def _label_folder(index: _FolderIndex, root: str, label: str) -> str:
-    return index.find(root, label) or os.path.join(root, label)
-
-
-def _find_video(index: _FolderIndex, folder: str, video_id: str) -> str | None:
-    for ext in VIDEO_EXTENSIONS:  # exact spellings first, in extension order
-        if (video_id + ext) in index.names(folder)[0]:
-            return os.path.join(folder, video_id + ext)
-    for ext in VIDEO_EXTENSIONS:
-        hit = index.find(folder, video_id + ext)
-        if hit and os.path.isfile(hit):
-            return hit
-    return None
-
-
-def _find_rawframes(index: _FolderIndex, folder: str, video_id: str) -> str | None:
-    hit = index.find(folder, video_id)
-    return hit if hit and os.path.isdir(hit) else None
-
-
-_FINDERS = {"video": _find_video, "rawframes": _find_rawframes}
+_FINDERS = {"video": find_video, "rawframes": find_rawframes}
 
 
 def list_videos(annotation: Annotation | str | Path, root: str | Path, *, subset: str = "validation",
-                source: str = "video") -> list[VideoItem]:
+                source: str = "video", dataset: str = "ucf101") -> list[VideoItem]:
     """The videos of ``subset`` in database order, each with its file (or None).
 
     Args:
@@ -186,22 +161,31 @@ def list_videos(annotation: Annotation | str | Path, root: str | Path, *, subset
             (``<root>/<label>/<id>/``).
         subset: which subset to list (default ``validation``).
         source: ``"video"`` or ``"rawframes"`` (see :func:`detect_source`).
+        dataset: a key of :data:`~e3d_stream.video._formats.DATASETS`: upstream's
+            rule for where a video lives (ucf101, hmdb51, kinetics, jester).
 
     Raises:
         AnnotationError: the annotation is malformed or has no entry in ``subset``.
-        ConfigError: ``source`` is not one of :data:`SOURCES`.
+        ConfigError: ``source`` is not one of :data:`SOURCES`, ``dataset`` is unknown,
+            or the dataset has no such layout (jester is frame folders only).
     """
     if source not in _FINDERS:
         raise ConfigError(f"source must be one of {SOURCES}, got {source!r}")
+    fmt = DATASETS.get(dataset)
+    if fmt is None:
+        raise ConfigError(f"dataset={dataset!r} is not one of {', '.join(map(repr, DATASETS))}")
+    if source not in fmt.layouts:
+        raise ConfigError(f"dataset {dataset!r} is stored as {' or '.join(fmt.layouts)}, not {source}: "
+                          f"use --source rawframes")
     if not isinstance(annotation, Annotation):
         annotation = load_annotation(annotation)
     entries = annotation.subset(subset)
     if not entries:
         raise AnnotationError(f"annotation has no entries in subset {subset!r}")
-    find, index, root = _FINDERS[source], _FolderIndex(), str(root)
+    index, root = FolderIndex(), str(root)
     items = []
     for i, (vid, label) in enumerate(entries):
-        path = find(index, _label_folder(index, root, label), vid)
+        path = fmt.locate(index, root, vid, label, source)
         items.append(VideoItem(vid, label, annotation.label_index(label), path, i))
     return items
 
@@ -214,13 +198,13 @@ def detect_source(root: str | Path, items: Iterable[VideoItem | tuple[str, str]]
     tie (including when nothing is found, so that the missing videos are
     reported as such).
     """
-    index, root = _FolderIndex(), str(root)
+    index, root = FolderIndex(), str(root)
     hits = dict.fromkeys(SOURCES, 0)
     for n, item in enumerate(items):
         if n >= probe:
             break
         vid, label = (item.video_id, item.label) if isinstance(item, VideoItem) else item
-        folder = _label_folder(index, root, label)
+        folder = label_folder(index, root, label)
         for kind, find in _FINDERS.items():
             hits[kind] += find(index, folder, vid) is not None
     return "rawframes" if hits["rawframes"] > hits["video"] else "video"

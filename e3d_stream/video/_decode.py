@@ -294,24 +294,35 @@ class _PacketSpan:
         return round((self.last - self.first) * time_base * rate) + 1
 
 
+def rawframe_prefix(folder: str | Path) -> str:
+    """The frame name prefix of a rawframe folder: ``image_`` (``image_%05d.jpg``, UCF-101,
+    HMDB-51, Kinetics) or ``""`` (``%05d.jpg``, upstream ``datasets/jester.py``)."""
+    folder = Path(folder)
+    if not (folder / "image_00001.jpg").exists() and (folder / "00001.jpg").exists():
+        return ""
+    return "image_"
+
+
 def rawframe_count(folder: str | Path) -> int:
     """Frames of a rawframe folder as the reference counts them.
 
-    The ``n_frames`` file written by upstream ``n_frames_ucf101_hmdb51.py`` when
-    present, else the highest ``image_%05d.jpg`` number (what that script computes).
+    The ``n_frames`` file written by upstream ``n_frames_*.py`` when present,
+    else the highest ``image_%05d.jpg`` (Jester: ``%05d.jpg``) number (what that script computes).
     """
     folder = Path(folder)
     try:
         return int((folder / "n_frames").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         pass
-    numbers = [int(n[6:11]) for n in os.listdir(folder)
-               if n.startswith("image_") and n.endswith(".jpg") and n[6:11].isdigit()]
+    prefix = rawframe_prefix(folder)
+    k = len(prefix)
+    numbers = [int(n[k:k + 5]) for n in os.listdir(folder)
+               if n.startswith(prefix) and n.endswith(".jpg") and len(n) == k + 9 and n[k:k + 5].isdigit()]
     return max(numbers, default=0)
 
 
 def iter_rawframes(folder: str | Path, *, as_array: bool = True) -> Iterator[np.ndarray | Image.Image]:
-    """Frames ``image_00001.jpg ..`` of a reference rawframe folder, read as the reference does.
+    """Frames ``image_00001.jpg ..`` (Jester: ``00001.jpg ..``) of a rawframe folder, read as the reference does.
 
     Each file is decoded by PIL and ``.convert("RGB")`` is applied (upstream
     ``pil_loader``). Yields (H, W, 3) uint8 arrays, or RGB ``PIL.Image`` objects
@@ -325,8 +336,9 @@ def iter_rawframes(folder: str | Path, *, as_array: bool = True) -> Iterator[np.
     folder = Path(folder)
     if not folder.is_dir():
         raise DecodeError(f"{folder}: no such rawframe folder", reason=ledger.MISSING)
+    prefix = rawframe_prefix(folder)
     for i in range(1, rawframe_count(folder) + 1):
-        path = folder / f"image_{i:05d}.jpg"
+        path = folder / f"{prefix}{i:05d}.jpg"
         if not path.exists():
             return
         try:

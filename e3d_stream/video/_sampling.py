@@ -16,6 +16,13 @@ are 1 and 17 only (33 is not < 33): frame 33 is never used, i.e. whenever
 ``n_frames % 16 == 1`` the last frame is dropped, and ``n_frames == 1`` gives
 no clip at all. Clips per video = ``ceil((n_frames - 1) / 16)``.
 
+``downsample`` = d (upstream ``--downsample``; test path: main.py's
+``TemporalRandomCrop(sample_duration, downsample)`` on each window above) cycles
+the raw window to ``16 * d`` items and keeps every d-th: ``cycle(window, 16d)[::d]``.
+The crop is not random there: a window has at most 16 frames, so its random
+start range is empty. d = 1 is the plan above; with d = 2 a full window
+1..16 gives 1 3 5 .. 15 1 3 .. 15.
+
 Each policy has a planning form (``plan``: frame numbers from a frame count)
 and a streaming form (``windows``: consumes frames one by one and yields each
 clip's frames as soon as it is complete, holding no more than the policy
@@ -44,15 +51,22 @@ def _cycle_fill(window: list[T], duration: int) -> list[T]:
     return out
 
 
-def _seed_plan(n_frames: int, duration: int) -> list[tuple[int, ...]]:
+def _select(window: list[T], duration: int, downsample: int) -> list[T]:
+    """upstream TemporalRandomCrop(duration, downsample) on a window of <= duration items."""
+    if downsample == 1:
+        return _cycle_fill(window, duration)
+    return _cycle_fill(window, duration * downsample)[::downsample]
+
+
+def _seed_plan(n_frames: int, duration: int, downsample: int = 1) -> list[tuple[int, ...]]:
     plan = []
     for start in range(1, n_frames, duration):
         window = list(range(start, min(n_frames, start + duration - 1) + 1))
-        plan.append(tuple(_cycle_fill(window, duration)))
+        plan.append(tuple(_select(window, duration, downsample)))
     return plan
 
 
-def _seed_windows(frames: Iterable[T], duration: int) -> Iterator[list[T]]:
+def _seed_windows(frames: Iterable[T], duration: int, downsample: int = 1) -> Iterator[list[T]]:
     # ``buf`` holds the frames of the current window: frame numbers
     # start .. start+len(buf)-1 where start = 1 + duration * (clips so far).
     # A full buffer is a full window: it exists because start < start+duration-1
@@ -63,10 +77,10 @@ def _seed_windows(frames: Iterable[T], duration: int) -> Iterator[list[T]]:
     for frame in frames:
         buf.append(frame)
         if len(buf) == duration:
-            yield buf
+            yield buf if downsample == 1 else _select(buf, duration, downsample)
             buf = []
     if len(buf) >= 2:
-        yield _cycle_fill(buf, duration)
+        yield _select(buf, duration, downsample)
 
 
 @dataclass(frozen=True)
@@ -75,8 +89,8 @@ class ClipPolicy:
 
     name: str
     description: str
-    plan: Callable[[int, int], list[tuple[int, ...]]]
-    windows: Callable[[Iterable[Any], int], Iterator[list[Any]]]
+    plan: Callable[[int, int, int], list[tuple[int, ...]]]           # (n_frames, duration, downsample)
+    windows: Callable[[Iterable[Any], int, int], Iterator[list[Any]]]  # (frames, duration, downsample)
 
 
 #: name -> policy; feeds ``--policy`` choices.
@@ -98,34 +112,38 @@ def get_policy(name: str) -> ClipPolicy:
         raise ConfigError(f"unknown clip policy {name!r}; choose one of {sorted(POLICIES)}") from None
 
 
-def _check_duration(duration: int) -> None:
+def _check_duration(duration: int, downsample: int = 1) -> None:
     if not isinstance(duration, int) or duration < 1:
         raise ConfigError(f"duration must be a positive int, got {duration!r}")
+    if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+        raise ConfigError(f"downsample must be a positive int, got {downsample!r}")
 
 
-def plan_clips(n_frames: int, *, policy: str = "seed", duration: int = SAMPLE_DURATION) -> list[tuple[int, ...]]:
+def plan_clips(n_frames: int, *, policy: str = "seed", duration: int = SAMPLE_DURATION,
+               downsample: int = 1) -> list[tuple[int, ...]]:
     """1-based frame numbers of every clip of a video with ``n_frames`` decoded frames.
 
     >>> plan_clips(20)[1]
     (17, 18, 19, 20, 17, 18, 19, 20, 17, 18, 19, 20, 17, 18, 19, 20)
     """
-    _check_duration(duration)
+    _check_duration(duration, downsample)
     if n_frames < 0:
         raise ConfigError(f"n_frames must be >= 0, got {n_frames}")
-    return get_policy(policy).plan(n_frames, duration)
+    return get_policy(policy).plan(n_frames, duration, downsample)
 
 
-def n_clips(n_frames: int, *, policy: str = "seed", duration: int = SAMPLE_DURATION) -> int:
-    """How many clips :func:`plan_clips` gives for ``n_frames``."""
-    return len(plan_clips(n_frames, policy=policy, duration=duration))
+def n_clips(n_frames: int, *, policy: str = "seed", duration: int = SAMPLE_DURATION, downsample: int = 1) -> int:
+    """How many clips :func:`plan_clips` gives for ``n_frames`` (``downsample`` does not change it)."""
+    return len(plan_clips(n_frames, policy=policy, duration=duration, downsample=downsample))
 
 
-def iter_windows(frames: Iterable[T], *, policy: str = "seed", duration: int = SAMPLE_DURATION) -> Iterator[list[T]]:
+def iter_windows(frames: Iterable[T], *, policy: str = "seed", duration: int = SAMPLE_DURATION,
+                 downsample: int = 1) -> Iterator[list[T]]:
     """Stream the clips of ``frames``: each yield is one clip's ``duration`` items.
 
     Yields exactly ``[[frames[i - 1] for i in clip] for clip in plan_clips(len(frames))]``
     without knowing the frame count up front; the seed policy holds at most
     ``duration`` frames. Repeated items (cyclic fill) are the same objects.
     """
-    _check_duration(duration)
-    return get_policy(policy).windows(frames, duration)
+    _check_duration(duration, downsample)
+    return get_policy(policy).windows(frames, duration, downsample)

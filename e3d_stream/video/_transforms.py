@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from ..constants import CLIP_SHAPE, MEAN_RGB_F32, SAMPLE_SIZE
 from ..errors import BackendUnavailableError, ConfigError
+
+if TYPE_CHECKING:
+    from ._testtime import Geometry
 
 
 def scaled_size(width: int, height: int, size: int = SAMPLE_SIZE) -> tuple[int, int] | None:
@@ -197,15 +200,21 @@ def check_resize(name: str) -> None:
 
 
 def preprocess_planar(rgb: np.ndarray | Image.Image, *, size: int = SAMPLE_SIZE, resize: str = "exact",
-                      out: np.ndarray | None = None) -> np.ndarray:
+                      out: np.ndarray | None = None, geometry: Geometry | None = None) -> np.ndarray:
     """Like :func:`preprocess_frame`, but channel-planar (3, size, size): the layout of a clip's frame.
 
     With the compiled exact kernel the planes are written directly (no
     interleave, no transposing copy when stacking); otherwise the (H, W, 3)
-    result is transposed into ``out``.
+    result is transposed into ``out``. A non-default ``geometry`` (upstream's
+    ``--scale_in_test`` / ``--crop_position_in_test``) runs Pillow's literal sequence.
     """
     if out is None:
         out = np.empty((3, size, size), np.uint8)
+    if geometry is not None and not geometry.is_default:
+        if resize != "exact":
+            raise ConfigError("scale_in_test / crop_position_in_test need resize='exact'")
+        out[...] = geometry.apply(rgb, size).transpose(2, 0, 1)
+        return out
     jit = jit_kernel() if resize == "exact" else None
     if jit is not None:
         jit.resize_crop_into(np.asarray(rgb), out)
