@@ -216,8 +216,13 @@ def main(argv=None) -> int:
     for p in four:
         bound = min(p["devices"] * CARD_310P, capacity[p["dtype"]])
         rate = p["end_to_end_clips_per_s"]
-        targets[f"{p['devices']}_devices_310P_{p['dtype']}_ge_0.9_bound"] = {
-            "clips_per_s": rate, "bound": bound, "ratio": rate / bound, "verdict": verdict(rate >= 0.9 * bound)}
+        name = f"{p['devices']}_devices_310P_{p['dtype']}_ge_0.9_bound"
+        if not (0 < rate < float("inf")) or not bound > 0:
+            # the larger run was not slower than the smaller one: other load swamped the difference
+            targets[name] = {"clips_per_s": rate, "bound": bound, "verdict": "UNMEASURED (machine load; rerun quiet)"}
+            continue
+        targets[name] = {"clips_per_s": rate, "bound": bound, "ratio": rate / bound,
+                         "verdict": verdict(rate >= 0.9 * bound)}
     for name, t in targets.items():
         print(f"{name}: {t}")
     out = default_out(args, "pipeline_ceiling")

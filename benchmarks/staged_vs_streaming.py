@@ -8,8 +8,10 @@ Staged (each stage a separate process, as in the seed's workflow):
 3. ``infer``       every ``k.bin`` through the session -> ``k_0.bin`` outputs (what ais_bench does);
 4. ``postprocess`` ``e3d-stream postprocess`` -> accuracy + val.json.
 
-Streaming: ``e3d-stream eval`` with ``--source direct`` and ``--source jpeg-compat``, ``--repeats``
-times each (median run reported; the staged route runs once: it is the slow side).
+Streaming: ``e3d-stream eval --overwrite`` with ``--source direct`` and ``--source jpeg-compat``.
+The three routes run in ``--repeats`` rounds (order rotated); each round's staged wall
+time is divided by that round's eval wall time and the median of these paired ratios
+is reported (``wall_ratios_per_round`` lists them).
 
 Recorded per stage: wall time, bytes written (data files; the report files of
 both routes are a few KB and listed apart), peak RSS (kernel maxrss of the
@@ -17,9 +19,10 @@ largest process, and a sampled sum over the process tree). Scores: per-video
 top-1 agreement and max |score diff| over the top-10 lists of the staged
 val.json (rawframes) and each streaming val.json. Backends: ``simulated`` at
 the seed's 310P speed (0.77 ms/clip) and ``onnxruntime`` on CPU (MobileNetV2-3D,
-random weights). Needs the ffmpeg CLI; says so and exits 2 without it.
+random weights). Needs the ffmpeg CLI; says so (with how to install it) and exits 2 without it.
 
-    python benchmarks/staged_vs_streaming.py             # ~3-5 min
+    apt-get update && apt-get install -y ffmpeg          # Debian/Ubuntu: the ffmpeg CLI
+    python benchmarks/staged_vs_streaming.py             # ~6-10 min (3 rounds)
     python benchmarks/staged_vs_streaming.py --quick
 """
 
@@ -40,6 +43,7 @@ from common import (
     base_parser,
     bench_model,
     default_out,
+    median_of,
     python_argv,
     run_child,
     tree_bytes,
@@ -48,7 +52,8 @@ from common import (
     write_json,
 )
 
-NO_FFMPEG = "the ffmpeg CLI is not installed: the staged route needs it (e.g. apt-get install -y ffmpeg)"
+NO_FFMPEG = ("the ffmpeg CLI is not installed: the staged route needs it (Debian/Ubuntu: apt-get update && "
+             "apt-get install -y ffmpeg; conda: conda install -c conda-forge ffmpeg; macOS: brew install ffmpeg)")
 
 
 # --------------------------------------------------------------------------- stage 3 (child process)
@@ -58,7 +63,8 @@ def infer_bins(bins: Path, outputs: Path, backend: str, model: str | None, batch
     from e3d_stream.sessions import open_session
 
     outputs.mkdir(parents=True, exist_ok=True)
-    options = {"num_classes": N_CLASSES} if backend == "simulated" else {}
+    # the .bin files hold float32 clips minus the mean: the simulated device takes them as such
+    options = {"num_classes": N_CLASSES, "input_dtype": "float32"} if backend == "simulated" else {}
     with open_session(model, backend=backend, threads=threads if backend != "simulated" else None, **options) as s:
         k = 0
         while (bins / f"{k}.bin").exists():
@@ -159,24 +165,59 @@ def compare_scores(a: Path, b: Path) -> dict:
 
 
 def compare(data, work: Path, *, backend, model, batch, threads, workers, stream_workers, repeats) -> dict:
-    """Staged once, then eval with each source; the figures and score agreement of one backend."""
+    """``repeats`` rounds of: the staged route, eval --source direct, eval --source jpeg-compat (order rotated).
+
+    Each round's staged total wall time is divided by the same round's eval wall time (paired);
+    the median of those ratios is reported, with the figures of the median round of each route.
+    """
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     kw = dict(backend=backend, model=model, batch=batch, threads=threads)
-    st, st_val = staged(data, work, workers=workers, **kw)
-    result = {"backend": backend, "batch": batch, "threads": threads, "staged": st, "streaming": {}}
-    print(f"[{backend}] staged: " + ", ".join(f"{k} {v['wall_s']:.1f}s" for k, v in st["stages"].items())
-          + f"  total {st['total']['wall_s']:.1f}s, {st['total']['bytes_written'] / 2**20:.1f} MiB written", flush=True)
+    steps = ["staged", "direct", "jpeg-compat"]
+    rounds = []
+    for r in range(max(repeats, 1)):
+        rw = work / f"round{r}"
+        rw.mkdir()
+        k = r % len(steps)
+        got = {}
+        for step in steps[k:] + steps[:k]:
+            if step == "staged":
+                got[step] = staged(data, rw, workers=workers, **kw)
+            else:
+                got[step] = streaming(data, rw, step, workers=stream_workers, repeats=1, **kw)
+        st, st_val = got["staged"]
+        row = {"order": steps[k:] + steps[:k], "staged": st, "streaming": {}}
+        for source in ("direct", "jpeg-compat"):
+            sr, val = got[source]
+            sr["scores_vs_staged"] = compare_scores(st_val, val)
+            sr["wall_ratio_staged_over_streaming"] = st["total"]["wall_s"] / sr["wall_s"]
+            row["streaming"][source] = sr
+        rounds.append(row)
+        print(f"[{backend}] round {r + 1}/{repeats}: staged " + ", ".join(f"{n} {v['wall_s']:.1f}s" for n, v in
+                                                                        st["stages"].items())
+              + f" = {st['total']['wall_s']:.1f}s, {st['total']['bytes_written'] / 2**20:.1f} MiB; "
+              + "; ".join(f"eval --source {src} {v['wall_s']:.1f}s ({v['wall_ratio_staged_over_streaming']:.2f}x)"
+                          for src, v in row["streaming"].items()), flush=True)
+        shutil.rmtree(rw / "jpg", ignore_errors=True)
+        shutil.rmtree(rw / "bins", ignore_errors=True)
+    by_staged = sorted(rounds, key=lambda rd: rd["staged"]["total"]["wall_s"])
+    result = {"backend": backend, "batch": batch, "threads": threads, "rounds": len(rounds),
+              "staged": dict(by_staged[len(by_staged) // 2]["staged"],
+                             runs_total_wall_s=[rd["staged"]["total"]["wall_s"] for rd in rounds]),
+              "streaming": {}}
     for source in ("direct", "jpeg-compat"):
-        sr, val = streaming(data, work, source, workers=stream_workers, repeats=repeats, **kw)
-        sr["scores_vs_staged"] = compare_scores(st_val, val)
-        sr["wall_ratio_staged_over_streaming"] = st["total"]["wall_s"] / sr["wall_s"]
-        result["streaming"][source] = sr
-        print(f"[{backend}] eval --source {source}: {sr['wall_s']:.1f}s ({sr['wall_ratio_staged_over_streaming']:.2f}x "
-              f"faster), {sr['bytes_written']} bytes written, scores {sr['scores_vs_staged']}", flush=True)
-    shutil.rmtree(work / "jpg", ignore_errors=True)
-    shutil.rmtree(work / "bins", ignore_errors=True)
+        runs = [rd["streaming"][source] for rd in rounds]
+        med = dict(sorted(runs, key=lambda x: x["wall_s"])[len(runs) // 2])
+        ratios = [x["wall_ratio_staged_over_streaming"] for x in runs]
+        med["runs_wall_s"] = [x["wall_s"] for x in runs]
+        med["wall_ratios_per_round"] = ratios
+        med["wall_ratio_staged_over_streaming"] = median_of(ratios)  # paired per round, then the median
+        med["scores_vs_staged"] = runs[0]["scores_vs_staged"]
+        med["scores_identical_every_round"] = all(x["scores_vs_staged"] == runs[0]["scores_vs_staged"] for x in runs)
+        result["streaming"][source] = med
+        print(f"[{backend}] eval --source {source}: median paired ratio {med['wall_ratio_staged_over_streaming']:.2f}x "
+              f"faster, {med['bytes_written']} bytes written, scores {med['scores_vs_staged']}", flush=True)
     return result
 
 
