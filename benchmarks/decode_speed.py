@@ -535,7 +535,8 @@ def fast_agreement(videos, model: Path) -> dict:
             ce, cf = _clips(v), _clips(v, resize="fast")
             pix.extend(np.abs(a.astype(np.int16) - b).mean() for a, b in zip(ce, cf))
             for name, clips, dest in (("exact", ce, exact_scores), ("fast", cf, fast_scores)):
-                out = np.concatenate([sess.run(normalize_clip(c)) for c in clips])
+                raw = getattr(sess, "input_dtype", "float32") == "uint8"  # a model that subtracts the mean
+                out = np.concatenate([sess.run(c[None] if raw else normalize_clip(c)) for c in clips])
                 logits[name].append(out)
                 dest.append(softmax(out).mean(axis=0))
     e, f = np.array(exact_scores), np.array(fast_scores)

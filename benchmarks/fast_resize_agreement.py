@@ -126,12 +126,14 @@ def scores(cands: dict, videos: list, labels: dict, session) -> dict:
     from e3d_stream.video._transforms import normalize_clip
 
     out = {name: {} for name in cands}
+    # a session takes float32 clips minus the mean, or raw uint8 clips when it subtracts the mean itself
+    raw = getattr(session, "input_dtype", "float32") == "uint8"
     for v in videos:
         frames = list(VideoFrames(v))
         for name, fn in cands.items():
             pre = [fn(f).transpose(2, 0, 1).copy() for f in frames]
             clips = [np.stack(w, axis=1) for w in iter_windows(pre, policy="seed")]
-            logits = np.concatenate([session.run(normalize_clip(c)) for c in clips])
+            logits = np.concatenate([session.run(c[None] if raw else normalize_clip(c)) for c in clips])
             out[name][Path(v).stem] = softmax(logits).mean(axis=0)
     result = {}
     ref = out["exact_kernel"]
