@@ -274,6 +274,15 @@ def test_onnx_runtime_shards_equal_a_single_host_run(nodes, dataset, tmp_path):
     _check_shards(result, 8, 3)
 
 
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_a_node_lost_with_its_shard_in_flight_is_retried_elsewhere(nodes, dataset, single_host, tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -290,6 +299,11 @@ def test_a_node_lost_with_its_shard_in_flight_is_retried_elsewhere(nodes, datase
             node = nodes.node_of_worker(removed["worker"])
             removed["id"] = node.node_id
             nodes.remove(node)
+            # node removal kills its processes asynchronously: release the hold only once the
+            # attempt's worker is really gone, or a slow kill would let it finish (load-independent)
+            gone_by = time.monotonic() + 120
+            while _alive(removed["worker"]) and time.monotonic() < gone_by:
+                time.sleep(0.05)
         (marks / "release").touch()   # the retried attempt passes straight on
 
     watcher = threading.Thread(target=remove_the_node_running_it)

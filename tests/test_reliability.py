@@ -193,7 +193,8 @@ def test_sigint_or_sigterm_then_resume_gives_bit_identical_outputs(tmp_path):
         kill $(jobs -p)
     """
     ann = _interrupt_set(tmp_path)
-    rc, out, err = _run_cli(_eval_cmd(tmp_path, ann, tmp_path / "clean"), "clean", None)
+    # marks are unique per run: two test sessions on one machine must not see each other's processes
+    rc, out, err = _run_cli(_eval_cmd(tmp_path, ann, tmp_path / "clean"), f"clean-{uuid.uuid4().hex[:8]}", None)
     assert rc == 0, err
     clean_val = (tmp_path / "clean" / "val.json").read_bytes()
     clean_result = json.loads((tmp_path / "clean" / "result.json").read_text())
@@ -201,7 +202,7 @@ def test_sigint_or_sigterm_then_resume_gives_bit_identical_outputs(tmp_path):
     for n, (video, sig) in enumerate([("v_B_g01_c01", signal.SIGINT), ("v_A_g04_c01", signal.SIGTERM),
                                       ("v_B_g07_c01", signal.SIGINT)]):
         out_dir = tmp_path / f"run{n}"
-        mark = f"{tmp_path.name}-{n}"
+        mark = f"{tmp_path.name}-{n}-{uuid.uuid4().hex[:8]}"
         producer = ["--producer", "producers:signalling_clips", "--producer_options",
                     json.dumps({"signal_on": video, "signum": int(sig), "marker": str(tmp_path / f"sent{n}")})]
         rc, _, err = _run_cli(_eval_cmd(tmp_path, ann, out_dir, *producer), mark, None)
@@ -315,7 +316,7 @@ def test_interrupt_without_an_output_folder_says_nothing_was_saved(tmp_path):
     cmd = cmd[:cut] + cmd[cut + 2:]
     cmd += ["--producer", "producers:signalling_clips", "--producer_options",
             json.dumps({"signal_on": "v_B_g01_c01", "signum": int(signal.SIGINT), "marker": str(tmp_path / "m")})]
-    rc, _, err = _run_cli(cmd, f"{tmp_path.name}-noout", None)
+    rc, _, err = _run_cli(cmd, f"{tmp_path.name}-noout-{uuid.uuid4().hex[:8]}", None)
     assert rc == 130
     assert "nothing was saved (no output folder)" in err and "--resume" not in err
 
@@ -336,7 +337,7 @@ def test_resume_with_another_configuration_is_refused(tmp_path):
 def test_parent_killed_takes_its_workers_with_it(tmp_path):
     entries = make_good(tmp_path)
     ann = make_annotation(tmp_path / "ann.json", ["A", "B"], entries)
-    mark = f"{tmp_path.name}-orphans"
+    mark = f"{tmp_path.name}-orphans-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, E3D_TEST_MARK=mark, PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
     proc = subprocess.Popen(_eval_cmd(tmp_path, ann, tmp_path / "out"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
