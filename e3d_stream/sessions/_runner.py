@@ -24,6 +24,18 @@ from ._base import Session, Staged
 _Work = tuple[int, Staged, int, Any] | None
 
 
+def upload_batch(session: Session, buf: np.ndarray, n_valid: int, tag: Any) -> Staged:
+    """Start ``buf``'s upload: a dynamic-batch model gets only the real rows of a short (last)
+    batch, a static-batch model (an .om) the whole padded buffer; backend errors become SessionError."""
+    rows = buf if session.fixed_batch is not None or n_valid in (0, len(buf)) else buf[:n_valid]
+    try:
+        return session.upload(rows)
+    except E3DError:
+        raise
+    except Exception as exc:
+        raise SessionError(f"{session.backend}: upload of batch {tag!r} failed: {exc}") from exc
+
+
 class DoubleBuffer:
     """Overlap filling/uploading batch k+1 (caller's thread) with computing batch k.
 
@@ -86,15 +98,7 @@ class DoubleBuffer:
         if not 0 <= n_valid <= self.batch_size:
             raise ConfigError(f"n_valid must be in 0..{self.batch_size}, got {n_valid}")
         self._wait(lambda: self._submitted - self._completed < len(self._buffers), "a free device slot")
-        # a dynamic-batch model computes only the real rows of a short (last) batch;
-        # a static-batch model (an .om) needs the whole padded buffer
-        rows = buf if self.session.fixed_batch is not None or n_valid in (0, self.batch_size) else buf[:n_valid]
-        try:
-            staged = self.session.upload(rows)
-        except E3DError:
-            raise
-        except Exception as exc:
-            raise SessionError(f"{self.session.backend}: upload of batch {tag!r} failed: {exc}") from exc
+        staged = upload_batch(self.session, buf, n_valid, tag)
         self._executed[i].clear()
         self._staged[i], self._acquired = staged, None
         self._submitted += 1
@@ -251,15 +255,7 @@ class DeviceRunner:
             raise ConfigError(f"n_valid must be in 0..{len(buf)}, got {n_valid}")
         d = self._wait_for_device()
         session = self.sessions[d]
-        # a dynamic-batch model computes only the real rows of a short (last) batch;
-        # a static-batch model (an .om) needs the whole padded buffer
-        rows = buf if session.fixed_batch is not None or n_valid in (0, len(buf)) else buf[:n_valid]
-        try:
-            staged = session.upload(rows)
-        except E3DError:
-            raise
-        except Exception as exc:
-            raise SessionError(f"{session.backend}: upload of batch {tag!r} failed: {exc}") from exc
+        staged = upload_batch(session, buf, n_valid, tag)
         with self._cond:
             seq = self._next_seq
             self._next_seq += 1
