@@ -6,7 +6,7 @@ An :class:`EvalConfig` is seven small frozen groups plus two advanced hooks::
      ├── data:    DataOptions     what to read (video root, annotation, dataset layout, subset, frame source)
      ├── model:   ModelOptions    what to run (model file, backend, device, batch, threads)
      ├── decode:  DecodeOptions   how a worker turns a video into clips (resize, policy, limits)
-     ├── test:    TestOptions     upstream's test-time options (crop, scale, normalisation, softmax, downsample)
+     ├── test:    TestOptions     upstream's test-time options (crop, scale, normalisation, softmax, downsample, views)
      ├── pool:    PoolOptions     how many decode processes and ring slots
      ├── output:  OutputOptions   what is written and how the run is scored (folder, resume, bins, top-k)
      └── engine:  EngineOptions   one host, or shards on a Ray cluster
@@ -254,6 +254,9 @@ class TestOptions(_Group):
     no_softmax_in_test: bool = option(False, "average each clip's raw scores instead of its softmax")
     downsample: int = option(1, "upstream's test path: each 16-frame window cycled to 16*N, every N-th frame kept",
                              check="positive")
+    views: str | None = option(None, "multi-view protocol CLIPSxCROPS beyond upstream (e.g. 10x3: 10 clips spread "
+                               "evenly, 3 crops along the long side; crops 1, 3 or 5; CLIPS 'all': the seed's "
+                               "windows); averaged per video. Not the seed's protocol")
 
     def geometry(self) -> Any:
         """The :class:`~e3d_stream.video._testtime.Geometry` of these options."""
@@ -268,9 +271,17 @@ class TestOptions(_Group):
         return Normalization.from_options(mean_dataset=self.mean_dataset, no_mean_norm=self.no_mean_norm,
                                           std_norm=self.std_norm, norm_value=self.norm_value)
 
+    def view_protocol(self) -> Any:
+        """The :class:`~e3d_stream.video._testtime.Views` of ``views``, or None for the seed's protocol."""
+        from ..video._testtime import Views
+
+        return None if self.views is None else Views.parse(self.views)
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.geometry()   # int(112 / scale) must be a positive size
+        from ..video._clips import check_views
+
+        check_views(self.view_protocol(), self.geometry())   # int(112 / scale) must be a positive size
 
 
 @dataclass(frozen=True)
@@ -373,6 +384,9 @@ class EvalConfig:
                                   f"which makes (3, 16, 112, 112) clips; {key} is an architecture option for "
                                   f"'e3d-stream export' only")
         t = self.test
+        views = t.view_protocol()
+        if o.compat == "modelzoo" and views is not None and not views.is_default:
+            raise ConfigError("compat='modelzoo' reproduces the seed's protocol: it cannot be combined with views")
         if not t.normalization().is_default and m.session_options.get("input_dtype") != "float32":
             backend = m.backend or (str(m.model).rsplit(".", 1)[-1] if m.model else "")
             if backend in ("simulated", "torch", "pth", "pt", "tar"):

@@ -298,7 +298,8 @@ class _Run:
             limits=DecodeLimits(max_frames=d.max_frames, max_pixels=d.max_pixels),
             start_method=cfg.pool.start_method, video_timeout=d.video_timeout,
             drop_last=out.compat == "modelzoo", producer=cfg.producer, producer_options=cfg.producer_options,
-            geometry=cfg.test.geometry(), normalization=cfg.test.normalization(), downsample=cfg.test.downsample)
+            geometry=cfg.test.geometry(), normalization=cfg.test.normalization(), downsample=cfg.test.downsample,
+            views=cfg.test.view_protocol())
         self.loader = self.stack.enter_context(loader)
         loader.load_state_dict({"video_index": self.position.video_index, "clips_done": self.position.clips_done,
                                 "stream_clips": self.position.stream_clips})

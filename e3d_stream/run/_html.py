@@ -114,8 +114,16 @@ def _summary(result: Mapping[str, Any], stats: PerClassStats) -> str:
             ("end-to-end clips/s", _fmt(tp.get("end_to_end_clips_per_s"), ".1f")),
             ("compute-only clips/s (1000*B/mean ms)", _fmt(tp.get("compute_clips_per_s"), ".1f")),
             ("batch size", tp.get("batch_size", "n/a")),
+            ("test protocol", _protocol(result.get("config") or {})),
             ("wall time (s)", _fmt((result.get("timings_s") or {}).get("wall"), ".2f"))]
     return f'<div class="kpi">{cards}</div>' + _table(None, rows, numeric=(1,))
+
+
+def _protocol(cfg: Mapping[str, Any]) -> str:
+    views = cfg.get("views")
+    if views in (None, "allx1"):
+        return "the seed's: every 16-frame window, one crop"
+    return f"views {views}: clips x crops averaged per video (not the seed's protocol)"
 
 
 def _failures(result: Mapping[str, Any]) -> str:

@@ -35,7 +35,7 @@ from .. import ledger
 from ..errors import ConfigError, UsageError
 from ..video._dataset import VideoItem, list_videos, load_annotation
 from ..video._decode import DecodeLimits
-from ..video._testtime import Geometry, Normalization
+from ..video._testtime import Geometry, Normalization, Views
 from ._batching import ClipTag
 from ._pool import DEFAULT_PRODUCER, BatchReady, ClipPool, PoolConfig, VideoEnd, VideoFailed
 
@@ -98,7 +98,7 @@ class ClipLoader:
         dtype: ``"uint8"`` raw clips, or ``"float32"`` minus the reference's mean (done in the workers).
         workers, backlog, buffers, start_method, video_timeout: the decode pool
             (``backlog``: clips a worker decodes ahead; ``buffers``: batches in shared memory).
-        source, resize, policy, decode_threads, limits, geometry, downsample: how a video becomes clips
+        source, resize, policy, decode_threads, limits, geometry, downsample, views: how a video becomes clips
             (see :func:`~e3d_stream.video.iter_video_clips`).
         normalization: what float32 workers apply (default: minus the reference's mean);
             a non-default one needs ``dtype="float32"``.
@@ -113,7 +113,7 @@ class ClipLoader:
                  drop_last: bool = False, as_torch: bool = False, pin_memory: bool = False, copy: bool = False,
                  producer: str = DEFAULT_PRODUCER, producer_options: dict[str, Any] | None = None,
                  geometry: Geometry | None = None, normalization: Normalization | None = None,
-                 downsample: int = 1) -> None:
+                 downsample: int = 1, views: Views | None = None) -> None:
         if dtype not in DTYPES:
             raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         if normalization is not None and not normalization.is_default and dtype != "float32":
@@ -130,6 +130,8 @@ class ClipLoader:
             options["geometry"] = geometry
         if downsample != 1:
             options["downsample"] = downsample
+        if views is not None and not views.is_default:
+            options["views"] = views
         options.update(producer_options or {})
         self._pool_config = PoolConfig(workers=workers, batch_size=batch_size, buffers=buffers, dtype=dtype,
                                        backlog=backlog, start_method=start_method, video_timeout=video_timeout,

@@ -30,12 +30,13 @@ from typing import Any, cast
 import numpy as np
 
 from .. import ledger
+from ..constants import SAMPLE_SIZE
 from ..errors import ConfigError, DecodeError, UsageError
 from ._dataset import VideoItem
 from ._decode import DecodeLimits, VideoFrames, iter_rawframes
-from ._sampling import get_policy, iter_windows
-from ._testtime import Geometry
-from ._transforms import check_resize, preprocess_planar, stack_clip
+from ._sampling import get_policy, iter_windows, uniform_plan
+from ._testtime import Geometry, Views
+from ._transforms import check_resize, fast_scaled, preprocess_planar, stack_clip
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,15 @@ class ClipStream:
 
     def __init__(self, target: str | Path | VideoItem, *, source: str = "direct", policy: str = "seed",
                  resize: str = "exact", threads: int = 1, limits: DecodeLimits = DecodeLimits(),
-                 geometry: Geometry | None = None, downsample: int = 1) -> None:
+                 geometry: Geometry | None = None, downsample: int = 1, views: Views | None = None) -> None:
         if source not in SOURCES:
             raise ConfigError(f"unknown source {source!r}; choose one of {sorted(SOURCES)}")
         check_resize(resize)
         if geometry is not None and not geometry.is_default and resize != "exact":
             raise ConfigError("scale_in_test / crop_position_in_test need resize='exact'")
+        check_views(views, geometry)
         self.geometry = geometry
+        self.views = None if views is None or views.is_default else views
         self.downsample = downsample
         self.policy = get_policy(policy).name
         if isinstance(target, VideoItem):
@@ -131,9 +134,15 @@ class ClipStream:
         counter = _Counter()
         frames = SOURCES[self.source].open(self)
         pre = self._preprocessed(counter.count(frames))
-        for window in iter_windows(pre, policy=self.policy, downsample=self.downsample):
-            self.n_clips += 1
-            yield stack_clip(window, planar=True)
+        if self.views is None:
+            for window in iter_windows(pre, policy=self.policy, downsample=self.downsample):
+                self.n_clips += 1
+                yield stack_clip(window, planar=True)
+        else:
+            for window in self._view_windows(pre):
+                for k in range(self.views.crops):
+                    self.n_clips += 1
+                    yield stack_clip([frame[k] for frame in window], planar=True)
         self.n_frames = counter.n
         if self._meta is not None:
             self.warning = self._meta.warning
@@ -141,13 +150,57 @@ class ClipStream:
             raise DecodeError(f"{self.path}: no frames", reason=ledger.ZERO_FRAMES, n_frames=0)
 
     def _preprocessed(self, frames: Iterator[Any]) -> Iterator[np.ndarray]:
-        # Planar (3, 112, 112) frames: the clip's own layout, so stacking is plane copies.
+        # Planar (3, 112, 112) frames: the clip's own layout, so stacking is plane copies;
+        # with --views, (crops, 3, 112, 112).
         last_in: object = None
         last_out: np.ndarray | None = None
         for frame in frames:
             if frame is not last_in:  # the CLI's duplicated frames are the same object: reuse
-                last_in, last_out = frame, preprocess_planar(frame, resize=self.resize, geometry=self.geometry)
+                last_in = frame
+                if self.views is None:
+                    last_out = preprocess_planar(frame, resize=self.resize, geometry=self.geometry)
+                else:
+                    last_out = preprocess_views(frame, self.views, resize=self.resize, geometry=self.geometry)
             yield cast(np.ndarray, last_out)  # set on the first frame
+
+    def _view_windows(self, pre: Iterator[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        assert self.views is not None
+        if self.views.clips is None:   # the seed's windows, several crops each
+            yield from iter_windows(pre, policy=self.policy, downsample=self.downsample)
+            return
+        # Evenly spread windows need the frame count, known only at the end of the video:
+        # the preprocessed frames are held (crops x 37,632 bytes per frame).
+        held = list(pre)
+        for clip in uniform_plan(len(held), self.views.clips, downsample=self.downsample):
+            yield [held[i - 1] for i in clip]
+
+
+def check_views(views: Views | None, geometry: Geometry | None) -> None:
+    """ConfigError for a ``views`` protocol that contradicts the test geometry."""
+    if views is not None and views.crops > 1 and geometry is not None and geometry.crop != "c":
+        raise ConfigError(f"views {views.name} places its own crops: it cannot be combined with "
+                          f"crop_position_in_test={geometry.crop!r}")
+
+
+def preprocess_views(frame: np.ndarray | Any, views: Views, *, resize: str = "exact",
+                     geometry: Geometry | None = None) -> np.ndarray:
+    """(crops, 3, 112, 112) uint8: the ``views`` crops of one frame, each planar like :func:`preprocess_planar`.
+
+    One crop is :func:`preprocess_planar` itself (so ``allx1`` is the default path byte for byte).
+    Several crops cut one scaled frame: for ``exact``, Pillow's whole-frame BILINEAR resize (the
+    reference's literal ``Scale``; the compiled kernel computes only the centre crop); for
+    ``fast``, OpenCV's resize of :func:`~._transforms.fast_scaled`.
+    """
+    if views.crops == 1:
+        return preprocess_planar(frame, resize=resize, geometry=geometry)[None]
+    geometry = geometry or Geometry()
+    scaled = np.asarray(geometry.scaled(frame) if resize == "exact" else fast_scaled(frame, geometry.scale))
+    size = SAMPLE_SIZE
+    h, w = scaled.shape[:2]
+    out = np.empty((views.crops, 3, size, size), np.uint8)
+    for k, (x1, y1) in enumerate(views.crop_origins(w, h, size)):
+        out[k] = scaled[y1:y1 + size, x1:x1 + size].transpose(2, 0, 1)
+    return out
 
 
 class _Counter:
@@ -162,7 +215,8 @@ class _Counter:
 
 def iter_video_clips(path_or_item: str | Path | VideoItem, *, source: str = "direct", policy: str = "seed",
                      resize: str = "exact", threads: int = 1, limits: DecodeLimits = DecodeLimits(),
-                     geometry: Geometry | None = None, downsample: int = 1) -> ClipStream:
+                     geometry: Geometry | None = None, downsample: int = 1,
+                     views: Views | None = None) -> ClipStream:
     """The clips of one video (or rawframe folder) in plan order, as a :class:`ClipStream`.
 
     Args:
@@ -176,10 +230,12 @@ def iter_video_clips(path_or_item: str | Path | VideoItem, *, source: str = "dir
         geometry: upstream's test-time ``Scale`` + ``CornerCrop`` (default: the reference's
             ``Scale(112)`` + ``CenterCrop(112)``).
         downsample: upstream's ``--downsample`` (see :mod:`._sampling`).
+        views: a multi-view protocol (``--views``, see :class:`~._testtime.Views`); ``None`` or
+            ``allx1`` is the seed's.
 
     Raises:
         ConfigError: an unknown ``source``, ``policy`` or ``resize`` (at call time).
         DecodeError: during iteration, for a video that cannot be used.
     """
     return ClipStream(path_or_item, source=source, policy=policy, resize=resize, threads=threads, limits=limits,
-                      geometry=geometry, downsample=downsample)
+                      geometry=geometry, downsample=downsample, views=views)

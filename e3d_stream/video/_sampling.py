@@ -83,6 +83,37 @@ def _seed_windows(frames: Iterable[T], duration: int, downsample: int = 1) -> It
         yield _select(buf, duration, downsample)
 
 
+def uniform_plan(n_frames: int, clips: int, duration: int = SAMPLE_DURATION,
+                 downsample: int = 1) -> list[tuple[int, ...]]:
+    """``clips`` windows of ``duration`` frames spread evenly from the first frame to the last (``--views``).
+
+    Not the seed's protocol: the multi-view protocol MMAction2 and PyTorchVideo report
+    Kinetics accuracy with. Window ``i`` starts at 0-based frame
+    ``(max_start * i) // (clips - 1)`` with ``max_start = max(n_frames - duration, 0)``
+    (PyTorchVideo's constant-clips-per-video spacing: the first window at the start,
+    the last at the end; a single window at the start). A window shorter than
+    ``duration`` (a short video) is cycled and ``downsample`` applies as in the seed
+    plan. Like the seed plan, a video of fewer than 2 frames has no clip, so one
+    window (``clips=1``) is exactly the seed plan for every video of up to
+    ``duration + 1`` frames. 1-based frame numbers, like :func:`plan_clips`.
+
+    >>> [c[0] for c in uniform_plan(100, 4)]
+    [1, 29, 57, 85]
+    """
+    _check_duration(duration, downsample)
+    if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
+        raise ConfigError(f"clips must be a positive int, got {clips!r}")
+    if n_frames < 2:
+        return []
+    max_start = max(n_frames - duration, 0)
+    plan = []
+    for i in range(clips):
+        start = 0 if clips == 1 else (max_start * i) // (clips - 1)
+        window = list(range(start + 1, min(n_frames, start + duration) + 1))
+        plan.append(tuple(_select(window, duration, downsample)))
+    return plan
+
+
 @dataclass(frozen=True)
 class ClipPolicy:
     """A clip plan: ``plan(n_frames, duration)`` and its streaming twin ``windows(frames, duration)``."""

@@ -67,14 +67,18 @@ class Geometry:
 
     def apply(self, frame: np.ndarray | Image.Image, size: int = SAMPLE_SIZE) -> np.ndarray:
         """(size, size, 3) uint8: Pillow resize (BILINEAR) to the scaled size, then the corner crop."""
-        img = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame))
+        img = self.scaled(frame)
         w, h = img.size
-        target = scaled_size(w, h, self.scale)
-        if target is not None:
-            img = img.resize(target, Image.Resampling.BILINEAR)
-            w, h = target
         x1, y1 = corner_origin(w, h, size, self.crop)
         return np.asarray(img.crop((x1, y1, x1 + size, y1 + size)))
+
+    def scaled(self, frame: np.ndarray | Image.Image) -> Image.Image:
+        """upstream ``Scale(scale)`` alone: the whole frame, shorter side resized with Pillow's BILINEAR."""
+        img = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame))
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        target = scaled_size(*img.size, self.scale)
+        return img if target is None else img.resize(target, Image.Resampling.BILINEAR)
 
 
 @dataclass(frozen=True)
@@ -129,4 +133,72 @@ class Normalization:
         return out
 
 
-__all__ = ["CROP_POSITIONS", "Geometry", "Normalization", "corner_origin"]
+#: ``--views`` crops per clip: 1 (the geometry's crop), 3 (along the long side), 5 (upstream's CornerCrop positions)
+VIEW_CROPS = (1, 3, 5)
+
+
+@dataclass(frozen=True)
+class Views:
+    """``--views CLIPSxCROPS``: a multi-view test protocol beyond upstream's (not the seed's protocol).
+
+    ``clips`` windows spread evenly over the video (:func:`~._sampling.uniform_plan`), or
+    ``None`` (spelled ``all``) for the seed's non-overlapping windows; ``crops`` 112x112
+    crops of each scaled frame:
+
+    * 1: the geometry's crop (the reference's rounded centre crop by default);
+    * 3: three along the long side, as MMAction2's ``ThreeCrop`` places them: start,
+      centre (the reference's rounded centre), end; a square frame gives the centre three times;
+    * 5: upstream's ``CornerCrop`` positions in the order c, tl, tr, bl, br.
+
+    A video's views are clip-major (clip 0 crop 0, clip 0 crop 1, ...) and are averaged like
+    clips. ``allx1`` is the default protocol itself; ``1x1`` (one window at the start,
+    centre crop) equals it for every video of up to 17 frames.
+    """
+
+    clips: int | None = None
+    crops: int = 1
+
+    def __post_init__(self) -> None:
+        if self.clips is not None and (isinstance(self.clips, bool) or not isinstance(self.clips, int)
+                                       or self.clips < 1):
+            raise ConfigError(f"views: clips must be a positive integer or 'all', got {self.clips!r}")
+        if self.crops not in VIEW_CROPS:
+            raise ConfigError(f"views: crops must be one of {', '.join(map(str, VIEW_CROPS))}, got {self.crops!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Views:
+        """``"10x3"`` -> Views(10, 3); ``"allx1"`` -> Views(None, 1) (the seed's windows)."""
+        clips, sep, crops = str(text).replace(" ", "").lower().partition("x")
+        try:
+            if not sep:
+                raise ValueError
+            n_clips, n_crops = None if clips == "all" else int(clips), int(crops)
+        except ValueError:
+            raise ConfigError(f"views must be CLIPSxCROPS (e.g. 10x3, allx1), got {text!r}") from None
+        return cls(n_clips, n_crops)
+
+    @property
+    def is_default(self) -> bool:
+        """The seed's protocol: every window, one crop."""
+        return self.clips is None and self.crops == 1
+
+    @property
+    def name(self) -> str:
+        return f"{'all' if self.clips is None else self.clips}x{self.crops}"
+
+    def crop_origins(self, width: int, height: int, size: int = SAMPLE_SIZE,
+                     position: str = "c") -> list[tuple[int, int]]:
+        """Top-left corners of this protocol's crops on a scaled ``width`` x ``height`` frame."""
+        if self.crops == 1:
+            return [corner_origin(width, height, size, position)]
+        if self.crops == 5:
+            return [corner_origin(width, height, size, p) for p in CROP_POSITIONS]
+        cx, cy = crop_origin(width, height, size)
+        if width > height:
+            return [(0, cy), (cx, cy), (width - size, cy)]
+        if height > width:
+            return [(cx, 0), (cx, cy), (cx, height - size)]
+        return [(cx, cy)] * 3
+
+
+__all__ = ["CROP_POSITIONS", "VIEW_CROPS", "Geometry", "Normalization", "Views", "corner_origin"]
