@@ -101,3 +101,41 @@ def test_scale_out_quick(tmp_path):
     doc = _json(tmp_path, "scale_out")
     assert doc["outputs_identical_to_single_host"] is True
     assert [p["nodes"] for p in doc["points"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_pipeline_ceiling_quick(tmp_path):
+    proc = _run("pipeline_ceiling", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]   # it also exits non-zero when val.json differs by point
+    doc = _json(tmp_path, "pipeline_ceiling")
+    assert {(p["dtype"], p["devices"], p["ms_per_clip"]) for p in doc["points"]} == {
+        (d, n, ms) for d in ("float32", "uint8") for n in (1, 2) for ms in (0.0, 0.77)}
+    for p in doc["points"]:
+        assert p["clips"] > 0   # the timings of a --quick run are noise (marginal figures may even be < 0)
+        assert 0 < p["pipe_messages_per_clip"] < 1   # batches, not clips, cross the pipe
+    assert {"uint8_consumer_le_40us", "float32_consumer_le_80us"} <= set(doc["targets"])
+
+
+@pytest.mark.slow
+def test_vs_dataloader_quick(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("cv2")
+    proc = _run("vs_dataloader", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = _json(tmp_path, "vs_dataloader")
+    assert {"dataloader", "exact", "fast"} <= set(doc["summary"])
+    assert set(doc["targets"]) == {"eval_exact_running_ge_1.1x_dataloader", "eval_fast_running_ge_1.3x_dataloader"}
+    assert doc["agreement"]["exact_between_rounds"]["max_abs_score_diff"] == 0.0
+    assert doc["agreement"]["dataloader"]["same_videos"]
+
+
+@pytest.mark.slow
+def test_fast_resize_agreement_quick(tmp_path):
+    pytest.importorskip("cv2")
+    pytest.importorskip("torch")
+    proc = _run("fast_resize_agreement", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = _json(tmp_path, "fast_resize_agreement")
+    assert 0.0 <= doc["top1_agreement"] <= 1.0 and doc["videos"] > 0
+    assert doc["kernels"]["exact"] and doc["kernels"]["fast"]
