@@ -33,7 +33,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _output_error(path, exc) from exc
+        raise output_error(path, exc) from exc
     try:
         # mkstemp makes the file 0600; give it the mode a plain open() would (results are shared files)
         os.fchmod(fd, _mode_for(path))
@@ -45,7 +45,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, 
         os.replace(tmp, path)
     except OSError as exc:
         _unlink_quietly(tmp)
-        raise _output_error(path, exc) from exc
+        raise output_error(path, exc) from exc
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -92,9 +92,16 @@ def _umask() -> int:
     return 0o022
 
 
-def _output_error(path: Path, exc: OSError) -> OutputError:
-    """An OutputError that keeps the errno (ENOSPC, EACCES ...) and names the path."""
-    return OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}", str(path))
+def output_error(path: str | os.PathLike[str], exc: BaseException, what: str = "") -> OutputError:
+    """An OutputError that keeps the errno (ENOSPC, EACCES ...) when there is one and names the path.
+
+    ``what`` describes the file ("checkpoint", "demo video"); the message reads
+    ``cannot write <what> <path>: <reason>``.
+    """
+    code = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or exc
+    target = f"{what} {path}" if what else str(path)
+    return OutputError(code if isinstance(code, int) else None, f"cannot write {target}: {reason}", str(path))
 
 
 def _unlink_quietly(tmp: str) -> None:

@@ -91,7 +91,7 @@ class OutputError(E3DError, OSError):
     """
 
     def __str__(self) -> str:
-        if self.errno is not None and self.strerror:
+        if self.strerror and self.filename is not None:   # the three-argument form: the message alone
             return str(self.strerror)
         return super().__str__()
 

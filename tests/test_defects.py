@@ -92,6 +92,30 @@ def test_export_target_that_cannot_be_created(tmp_path, capsys):
     assert "cannot create output folder /proc/e3d_cannot_create" in err and "Traceback" not in err
 
 
+def test_demo_and_checkpoint_targets_that_cannot_be_written_keep_errno_and_path(tmp_path, capsys):
+    import errno
+
+    from e3d_stream.errors import OutputError
+
+    assert main(["demo", "--data_dir", UNCREATABLE, "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot create output folder {UNCREATABLE}/videos/" in err and "Traceback" not in err
+    pytest.importorskip("torch")
+    from e3d_stream.models import build_model
+    from e3d_stream.models.checkpoint import save_checkpoint
+
+    model = build_model("mobilenetv2", num_classes=3, width_mult=0.25)
+    with pytest.raises(OutputError) as info:
+        save_checkpoint(model, UNCREATABLE + "/m.pth", arch="mobilenetv2")
+    assert info.value.errno == errno.ENOENT and info.value.filename == UNCREATABLE
+    assert str(info.value).startswith(f"cannot create output folder {UNCREATABLE}: ")
+    (tmp_path / "dir.pth").mkdir()   # the target is a folder: torch.save fails, named as a checkpoint write
+    with pytest.raises(OutputError, match=f"cannot write checkpoint {tmp_path / 'dir.pth'}: "):
+        save_checkpoint(model, tmp_path / "dir.pth", arch="mobilenetv2")
+    save_checkpoint(model, tmp_path / "new" / "m.pth", arch="mobilenetv2")   # parent folders are created
+    assert (tmp_path / "new" / "m.pth").stat().st_size > 0
+
+
 @pytest.mark.parametrize("change,match", [
     ({"policy": "bogus"}, "policy='bogus' is not one of 'seed'"),
     ({"resize": "naive"}, "resize='naive' is not one of 'exact', 'fast'"),

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._fsutil import make_output_dir, output_error
 from ..constants import UCF101_CLASSES
-from ..errors import BackendUnavailableError, CheckpointError, ConfigError, OutputError
+from ..errors import BackendUnavailableError, CheckpointError, ConfigError
 from . import ARCHITECTURES, get_spec, resolve_options
 from .shapes import infer_options, split_arch
 
@@ -209,8 +210,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, arch: str
     payload = {"epoch": int(epoch), "arch": arch, "state_dict": state, "optimizer": optimizer,
                "best_prec1": float(best_prec1)}
     path = Path(path)
+    make_output_dir(path.parent)
     try:
         torch.save(payload, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write checkpoint {path}: {exc}") from exc
+    except (OSError, RuntimeError) as exc:   # torch's zip writer reports write failures as RuntimeError
+        raise output_error(path, exc, "checkpoint") from exc
     return path

@@ -30,7 +30,8 @@ from typing import cast
 
 import numpy as np
 
-from ..errors import ConfigError, OutputError
+from .._fsutil import make_output_dir, output_error
+from ..errors import ConfigError
 
 #: Demo classes (real UCF-101 names) in classInd order, i.e. sorted case-insensitively.
 DEMO_CLASSES = ("Biking", "BlowingCandles", "HulaHoop", "JumpingJack", "PullUps", "SalsaSpin", "SkyDiving",
@@ -235,7 +236,7 @@ def _encode(path: Path, frames: Iterable[np.ndarray], codec: str, w: int, h: int
                 n += 1
             out.mux(stream.encode(None))
     except (OSError, av.FFmpegError) as exc:
-        raise OutputError(f"cannot write demo video {path}: {exc}") from exc
+        raise output_error(path, exc, "demo video") from exc
     return n
 
 
@@ -285,7 +286,7 @@ def make_demo_dataset(root: str | Path, *, videos_per_class: int = 4, training_v
                 g, c = first_group[subset] + i // _CLIPS_PER_GROUP, 1 + i % _CLIPS_PER_GROUP
                 video_id = f"v_{label}_g{g:02d}_c{c:02d}"
                 path = video_root / label / (video_id + CODECS[codec].extension)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_output_dir(path.parent)
                 n = int(rng.integers(n_frames[0], n_frames[1] + 1))
                 _encode(path, _render(label, rng, n, w, h), codec, w, h)
                 videos.append(DemoVideo(video_id, label, subset, path, n))
@@ -294,7 +295,7 @@ def make_demo_dataset(root: str | Path, *, videos_per_class: int = 4, training_v
     try:
         annotation_path.write_text(json.dumps({"labels": list(DEMO_CLASSES), "database": database}, indent=1))
     except OSError as exc:
-        raise OutputError(f"cannot write {annotation_path}: {exc}") from exc
+        raise output_error(annotation_path, exc) from exc
     return DemoDataset(video_root, annotation_path, DEMO_CLASSES, len(videos), tuple(videos))
 
 
