@@ -244,3 +244,252 @@ def test_invalid_input_is_rejected():
     acc.finalize(incomplete="drop")
     with pytest.raises(UsageError, match="finalized"):
         acc.add(["c"], np.zeros((1, 3), np.float32))
+
+
+# ── runs of rows: bit for bit what adding clip by clip gives ─────────────────
+
+def _mean_row_by_row(rows):
+    """The reference's float32 mean with every add written out, as it was computed before runs
+    (ATen's order, see ``_numerics``): 32-column blocks in one cascade, the other columns in 4 lanes."""
+    def cascade(x):
+        size = x.shape[0]
+        power = max(4, (int(size - 1).bit_length() if size > 1 else 0) // 4)
+        step, acc, i = 1 << power, np.zeros((4,) + x.shape[1:], np.float32), 0
+        while i + step <= size:
+            for _ in range(step):
+                acc[0] += x[i]
+                i += 1
+            for level in range(1, 4):
+                acc[level] += acc[level - 1]
+                acc[level - 1] = 0
+                if i & ((step - 1) << (level * power)):
+                    break
+        while i < size:
+            acc[0] += x[i]
+            i += 1
+        return ((acc[0] + acc[1]) + acc[2]) + acc[3]
+
+    rows = np.ascontiguousarray(rows, np.float32)
+    n, n_cols = rows.shape
+    split = n_cols // 32 * 32
+    total = np.empty(n_cols, np.float32)
+    total[:split] = cascade(rows[:, :split]) if split else total[:0]
+    if split < n_cols:
+        tail, groups = rows[:, split:], n // 4
+        lanes = (cascade(tail[:groups * 4].reshape(groups, 4, -1)) if groups
+                 else np.zeros((4, n_cols - split), np.float32))
+        for i in range(groups * 4, n):
+            lanes[0] += tail[i]
+        for lane in range(1, 4):
+            lanes[0] += lanes[lane]
+        total[split:] = lanes[0]
+    return total / np.float32(n)
+
+
+def _awkward_logits(rng, n, n_classes, *, special=False):
+    """Random logits with exact ties, equal rows, saturating and tiny scales (and -0, inf, NaN)."""
+    x = (rng.standard_normal((n, n_classes)) * rng.uniform(0.01, 40, (n, 1))).astype(np.float32)
+    x[::7, : max(1, n_classes // 3)] = x[::7, :1]          # a third of the classes tied with class 0
+    x[3::11] = x[3::11, :1]                                  # every class tied
+    x[5::13] *= np.float32(1e4)                              # softmax saturates to exact 0 and 1
+    x[6::17, 1 % n_classes] = np.float32(3e38)
+    x[8::19] = x[7::19][: len(x[8::19])]                     # the same clip twice
+    if special:
+        x[::5, 0] = -0.0
+        x[1::9, -1] = np.inf
+        x[2::23, 0] = -np.inf
+        x[4::29, n_classes // 2] = np.nan
+        x[10::31] = -0.0
+    return x
+
+
+def _bits_equal(a, b):
+    return a.shape == b.shape and np.array_equal(np.asarray(a, np.float32).view(np.uint32),
+                                                 np.asarray(b, np.float32).view(np.uint32))
+
+
+def _direct_results(ids, clips, logits, truth, *, n_classes, compat, softmax):
+    """Each video scored from scratch: every clip's softmax alone, stacked in clip order, sorted."""
+    from e3d_stream.scoring._metrics import VideoResult
+    from e3d_stream.scoring._numerics import softmax as softmax_of
+
+    probs = [softmax_of(logits[i:i + 1], backend=softmax)[0] for i in range(len(ids))]
+    per_video = {}
+    for vid, clip, p in zip(ids, clips, probs):
+        per_video.setdefault(vid, {})[clip if compat == "none" else len(per_video.get(vid, ()))] = p
+    if compat == "modelzoo":
+        per_video.pop(ids[-1])   # never flushed
+    out = {}
+    for vid, by_index in per_video.items():
+        rows = np.stack([by_index[k] for k in sorted(by_index)])
+        mean = _mean_row_by_row(rows)
+        order = np.argsort(-mean, kind="stable")[:min(10, n_classes)]
+        top = np.argsort(-rows, axis=1, kind="stable")[:, :5]
+        hits = (int((top[:, 0] == truth[vid]).sum()), int((top == truth[vid]).any(axis=1).sum()))
+        out[vid] = VideoResult(vid, len(rows), tuple(int(i) for i in order), tuple(float(mean[i]) for i in order),
+                               truth[vid], hits, mean)
+    return out
+
+
+def _random_stream(rng, n_classes, *, special=False, n_videos=40):
+    counts = rng.integers(1, 21, n_videos)   # up to 20 clips: both sides of the 16-row cascade step
+    ids = [f"v{v:03d}" for v, n in enumerate(counts) for _ in range(n)]
+    clips = [k for n in counts for k in range(n)]
+    truth = {f"v{v:03d}": int(rng.integers(n_classes)) for v in range(n_videos)}
+    return counts, ids, clips, _awkward_logits(rng, len(ids), n_classes, special=special), truth
+
+
+def _feed(acc, ids, clips, logits, cuts, *, with_indices, shuffle=None):
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        rows = np.arange(lo, hi)
+        if shuffle is not None:
+            rows = shuffle.permutation(rows)
+        acc.add([ids[i] for i in rows], logits[rows], [clips[i] for i in rows] if with_indices else None)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("n_classes", [101, 600, 5])
+@pytest.mark.parametrize("mode", ["expect first", "expect last", "shuffled batches", "modelzoo", "raw scores"])
+def test_batched_add_is_bit_identical_to_clip_by_clip(n_classes, mode):
+    rng = np.random.default_rng([n_classes, len(mode)])
+    special = mode == "raw scores"
+    counts, ids, clips, logits, truth = _random_stream(rng, n_classes, special=special)
+    compat = "modelzoo" if mode == "modelzoo" else "none"
+    softmax = "none" if special else "numpy"
+    cuts = [0, *sorted(set(rng.integers(1, len(ids), len(ids) // 9).tolist())), len(ids)]
+    results = []
+    for batched in (True, False):
+        acc = TopKAccumulator(n_classes, compat=compat, softmax=softmax, ground_truth=truth, keep_mean=True)
+        if mode != "expect last":
+            for v, n in enumerate(counts):
+                acc.expect(f"v{v:03d}", int(n))
+        _feed(acc, ids, clips, logits, cuts if batched else list(range(len(ids) + 1)),
+              with_indices=compat == "none", shuffle=rng if batched and mode == "shuffled batches" else None)
+        if mode == "expect last":
+            for v, n in enumerate(counts):
+                acc.expect(f"v{v:03d}", int(n))
+        results.append(acc.finalize())
+    batched, single = results
+    direct = _direct_results(ids, clips, logits, truth, n_classes=n_classes, compat=compat, softmax=softmax)
+    assert list(batched) == list(single) == list(direct)
+    for vid, want in direct.items():
+        for got in (batched[vid], single[vid]):
+            assert (got.n_clips, got.topk_indices, got.clip_hits) == (want.n_clips, want.topk_indices, want.clip_hits)
+            assert _bits_equal(np.array(got.topk_scores), np.array(want.topk_scores))   # NaN too
+            assert _bits_equal(got.mean, want.mean)
+
+
+@pytest.mark.parametrize("n_classes", [101, 600, 7])
+def test_softmax_of_a_batch_is_the_softmax_of_each_row(n_classes):
+    from e3d_stream.scoring._numerics import softmax
+
+    rng = np.random.default_rng(n_classes)
+    logits = _awkward_logits(rng, 97, n_classes)
+    for backend in ("numpy", "none"):
+        whole = softmax(logits, backend=backend)
+        for lo, hi in [(0, 97), (1, 17), (3, 4), (40, 97), (96, 97)]:   # other lengths and alignments
+            assert _bits_equal(softmax(logits[lo:hi], backend=backend), whole[lo:hi])
+        assert all(_bits_equal(softmax(logits[i:i + 1], backend=backend)[0], whole[i]) for i in range(97))
+        gathered = np.ascontiguousarray(logits[::-3])   # a gathered batch, as evaluate's logits[keep]
+        assert _bits_equal(softmax(gathered, backend=backend), whole[::-3])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("n_cols", [1, 5, 31, 32, 33, 101, 600])
+def test_reference_mean_short_path_adds_as_the_row_by_row_cascade(n_cols):
+    from e3d_stream.scoring._numerics import reference_mean
+
+    rng = np.random.default_rng(n_cols)
+    for n in [*range(1, 35), 63, 64, 65, 70]:
+        for special in (False, True):
+            rows = _awkward_logits(rng, n, n_cols, special=special)
+            if not special:
+                rows = np.exp(rows / np.abs(rows).max(initial=1.0)).astype(np.float32)
+            assert _bits_equal(reference_mean(rows), _mean_row_by_row(rows)), (n, special)
+    assert _bits_equal(reference_mean(np.full((3, n_cols), -0.0, np.float32)), np.zeros(n_cols, np.float32))
+
+
+def test_rank_of_is_the_place_in_the_stable_descending_sort():
+    from e3d_stream.scoring._numerics import rank_of
+
+    rng = np.random.default_rng(11)
+    for n_classes in (1, 2, 5, 101, 600):
+        rows = _awkward_logits(rng, 60, n_classes, special=True)
+        rows[::4] = np.round(rows[::4])   # many exact ties
+        rows[2::6, : n_classes // 2] = np.nan
+        order = np.argsort(-rows, axis=1, kind="stable")
+        for column in {0, n_classes // 2, n_classes - 1}:
+            assert rank_of(rows, column).tolist() == np.argmax(order == column, axis=1).tolist()
+
+
+@pytest.mark.parametrize("case", ["repeated in the run", "past the count", "taken before", "negative",
+                                  "run past completion", "unparsable", "some left to arrival order"])
+def test_bad_index_in_a_run_leaves_the_state_clip_by_clip_leaves(case):
+    logits = np.arange(36, dtype=np.float32).reshape(6, 6) % 5
+    ids, indices = ["a", "a", "b", "b", "b", "c"], [0, 1, 0, 1, 2, 0]
+    if case == "repeated in the run":
+        indices = [0, 1, 0, 1, 1, 0]
+    elif case == "past the count":
+        indices = [0, 1, 0, 3, 1, 0]
+    elif case == "negative":
+        indices = [0, 1, 0, -1, 2, 0]
+    elif case == "unparsable":
+        indices = [0, 1, 0, "one", 2, 0]
+    elif case == "some left to arrival order":   # None: this clip comes next, as without indices
+        indices = [0, None, 0, None, 2, 0]
+    elif case == "run past completion":
+        indices = None
+        ids = ["a", "a", "b", "b", "b", "b"]
+    states, errors, results = [], [], []
+    for batched in (True, False):
+        acc = TopKAccumulator(6, topk=3, ground_truth={"a": 1, "b": 2, "c": 3}, keep_mean=True)
+        acc.expect("b", 3)
+        if case == "taken before":
+            acc.add(["b"], logits[:1], [1])
+        try:
+            if batched:
+                acc.add(ids, logits, indices)
+            else:
+                for k in range(len(ids)):
+                    acc.add(ids[k:k + 1], logits[k:k + 1], None if indices is None else indices[k:k + 1])
+        except (UsageError, ValueError) as exc:
+            errors.append((type(exc), str(exc)))
+        else:
+            errors.append(None)
+        states.append(acc.state_dict())
+        for video in states[-1]["open"]:   # go on: the clips still missing complete each video
+            if video["expected"] is not None:
+                for index in sorted(set(range(video["expected"])) - set(video["clip_indices"])):
+                    acc.add([video["video_id"]], logits[index:index + 1], [index])
+        results.append(acc.finalize(incomplete="score"))
+    assert errors[0] == errors[1] and (errors[0] is None) == (case == "some left to arrival order")
+    assert states[0] == states[1]
+    assert results[0] == results[1] and all(_bits_equal(results[0][v].mean, results[1][v].mean) for v in results[0])
+
+
+@pytest.mark.parametrize("first, second", [(5, 4), (3, 4)])
+def test_a_new_count_after_the_first_clips_still_scores_like_clip_by_clip(first, second):
+    rng = np.random.default_rng(2)
+    logits = _awkward_logits(rng, 6, 101)
+    results = []
+    for batched in (True, False):
+        acc = TopKAccumulator(101, keep_mean=True, ground_truth={"a": 4})
+        acc.expect("a", first)   # written in place from the first clip on ...
+        before, after = ([([0, 1], [2, 0])], [([2, 3], [1, 3])]) if batched else (
+            [([0], [2]), ([1], [0])], [([2], [1]), ([3], [3])])
+        for rows, index in before:
+            acc.add(["a"] * len(rows), logits[rows], index)
+        acc.expect("a", second)   # ... until the count changes
+        for rows, index in after:
+            acc.add(["a"] * len(rows), logits[rows], index)
+        results.append(acc.finalize())
+    assert results[0] == results[1] and _bits_equal(results[0]["a"].mean, results[1]["a"].mean)
+
+
+def test_a_label_outside_the_classes_is_never_a_clip_hit():
+    acc = TopKAccumulator(4, topk=2, ground_truth={"a": 4, "b": -1, "c": 3})
+    acc.add(["a", "b", "c"], np.array([[0, 0, 0, 9], [9, 0, 0, 0], [0, 0, 0, 9]], dtype=np.float32))
+    hits = {vid: result.clip_hits for vid, result in acc.finalize(incomplete="score").items()}
+    assert hits == {"a": (0, 0), "b": (0, 0), "c": (1, 1)}

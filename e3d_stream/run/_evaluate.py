@@ -382,12 +382,17 @@ class _Run:
         self.failures.append(failure)
 
     def _consume(self, results: list[tuple[Batch, Any]]) -> None:
+        failed = self.failed_ids
         for batch, logits in results:
             tags = batch.tags
-            keep = [i for i, t in enumerate(tags) if t.video_id not in self.failed_ids]
-            if keep:
-                self.acc.add([tags[i].video_id for i in keep], logits[keep],
-                             clip_indices=[tags[i].clip_index for i in keep])
+            if failed and any(t.video_id in failed for t in tags):
+                keep = [i for i, t in enumerate(tags) if t.video_id not in failed]
+                if keep:
+                    self.acc.add([tags[i].video_id for i in keep], logits[keep],
+                                 clip_indices=[tags[i].clip_index for i in keep])
+            else:   # the usual batch: every row scored, no row gathering
+                self.acc.add([t.video_id for t in tags], logits[:len(tags)],
+                             clip_indices=[t.clip_index for t in tags])
             self.peak_open = max(self.peak_open, self.acc.n_open)
             self.progress.clips += batch.n_valid
             self.last_batch = batch

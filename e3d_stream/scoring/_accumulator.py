@@ -2,7 +2,8 @@
 
 Clip logits arrive batch by batch, from any mix of videos::
 
-    add(ids, logits) ─► softmax per clip ─► open[video].clips[clip index]
+    add(ids, logits) ─► softmax of the batch ─► runs of rows of one video
+                     ─► open[video].clips[clip index] (one copy per run)
     expect(video, n_clips) ─► open[video].expected = n
                       │ all n clips there
                       ▼
@@ -36,7 +37,7 @@ import numpy as np
 
 from ..errors import ConfigError, UsageError
 from ._metrics import VideoResult
-from ._numerics import SOFTMAX_BACKENDS, choose, reference_mean, topk_order
+from ._numerics import SOFTMAX_BACKENDS, choose, rank_of, reference_mean, topk_order
 from ._numerics import softmax as _softmax
 
 __all__ = ["COMPAT_MODES", "INCOMPLETE_POLICIES", "TopKAccumulator", "VideoResult"]
@@ -48,13 +49,20 @@ DEFAULT_TOPK = 10
 
 
 class _Open:
-    """Clips of one video in flight: clip index -> softmax vector."""
+    """Clips of one video in flight: clip index -> softmax vector.
 
-    __slots__ = ("expected", "clips")
+    ``rows``: when the clip count was known at the video's first clip, an
+    ``(expected, C)`` array that every clip is written into (``clips`` then
+    holds its rows), so that closing needs no stacking; None otherwise, or
+    once a clip arrived another way (see :meth:`TopKAccumulator._close`).
+    """
+
+    __slots__ = ("expected", "clips", "rows")
 
     def __init__(self, expected: int | None = None, clips: dict[int, np.ndarray] | None = None) -> None:
         self.expected = expected
         self.clips: dict[int, np.ndarray] = clips if clips is not None else {}
+        self.rows: np.ndarray | None = None
 
 
 class _Policy(Protocol):
@@ -63,6 +71,8 @@ class _Policy(Protocol):
     def before_clip(self, acc: TopKAccumulator, vid: str, /) -> None: ...
 
     def clip_index(self, state: _Open, given: int | None, vid: str, /) -> int: ...
+
+    def run_indices(self, state: _Open, given: Sequence[int] | None, count: int, /) -> list[int] | None: ...
 
     def maybe_close(self, acc: TopKAccumulator, vid: str, state: _Open, /) -> None: ...
 
@@ -84,6 +94,29 @@ class _CloseOnCount:
             span = "" if state.expected is None else f" or outside 0..{state.expected - 1}"
             raise UsageError(f"{vid}: clip index {index} repeated{span}")
         return index
+
+    @staticmethod
+    def run_indices(state: _Open, given: Sequence[int] | None, count: int) -> list[int] | None:
+        """The indices of ``count`` clips arriving together, or None if one is invalid.
+
+        Valid means what :meth:`clip_index` accepts row by row; then the video
+        cannot complete before the last of them (its indices are distinct and
+        below the expected count). On None the caller goes row by row, which
+        raises at the first bad index, after adding the clips before it.
+        """
+        start = len(state.clips)
+        if given is None:
+            indices = list(range(start, start + count))
+        else:
+            try:
+                indices = [int(i) for i in given]
+            except (TypeError, ValueError):
+                return None
+            if len(set(indices)) != count or min(indices) < 0:
+                return None
+        if state.expected is not None and max(indices) >= state.expected:
+            return None
+        return indices if state.clips.keys().isdisjoint(indices) else None
 
     @staticmethod
     def maybe_close(acc: TopKAccumulator, vid: str, state: _Open) -> None:
@@ -116,6 +149,11 @@ class _CloseOnNextVideo:
     @staticmethod
     def clip_index(state: _Open, given: int | None, vid: str) -> int:
         return len(state.clips)  # the reference stacks clips in arrival order
+
+    @staticmethod
+    def run_indices(state: _Open, given: Sequence[int] | None, count: int) -> list[int] | None:
+        start = len(state.clips)
+        return list(range(start, start + count))
 
     @staticmethod
     def maybe_close(acc: TopKAccumulator, vid: str, state: _Open) -> None:
@@ -202,6 +240,8 @@ class TopKAccumulator:
             self._open.pop(video_id, None)
             return
         state = self._open.setdefault(video_id, _Open())
+        if state.rows is not None and len(state.rows) != n_clips:
+            state.rows = None   # a new count: the clips stay where they are, close stacks them
         state.expected = n_clips
         self._policy.maybe_close(self, video_id, state)
 
@@ -211,6 +251,11 @@ class TopKAccumulator:
         ``clip_indices`` (position of each clip within its video) lets clips
         arrive out of order; without it arrival order is clip order. Pass only
         the real rows of a padded batch (``logits[:n_valid]``).
+
+        The batch is handled run by run (consecutive rows of one video): one
+        softmax for the batch, one copy per run, the closing check once per
+        run. The result, and the state left by an invalid index, are those of
+        adding the clips one at a time.
         """
         self._check_open_for_input()
         logits = np.asarray(logits)
@@ -220,13 +265,46 @@ class TopKAccumulator:
         if clip_indices is not None and len(clip_indices) != len(video_ids):
             raise ConfigError(f"{len(clip_indices)} clip indices for {len(video_ids)} clips")
         probs = _softmax(logits, backend=self.softmax)
-        for row, vid in enumerate(video_ids):
-            self._policy.before_clip(self, vid)
-            self._seen.setdefault(vid, None)
-            state = self._open.setdefault(vid, _Open())
-            index = self._policy.clip_index(state, None if clip_indices is None else clip_indices[row], vid)
-            state.clips[index] = probs[row].copy()  # copy: the batch array is not kept alive
-            self._policy.maybe_close(self, vid, state)
+        n = len(video_ids)
+        start = 0
+        while start < n:
+            vid = video_ids[start]
+            end = start + 1
+            while end < n and video_ids[end] == vid:
+                end += 1
+            self._add_run(vid, probs, start, end, None if clip_indices is None else clip_indices[start:end])
+            start = end
+
+    def _add_run(self, vid: str, probs: np.ndarray, start: int, end: int, given: Sequence[int] | None) -> None:
+        """Add rows ``start:end`` of ``probs``, all clips of ``vid``, as :meth:`add` would one by one."""
+        policy = self._policy
+        policy.before_clip(self, vid)   # the same for every row of the run: none of them closes it early
+        self._seen.setdefault(vid, None)
+        state = self._open.setdefault(vid, _Open())
+        indices = policy.run_indices(state, given, end - start)
+        if indices is None:   # an invalid index: row by row, to raise where the per-clip path does
+            state.rows = None
+            for k, row in enumerate(range(start, end)):
+                if k:
+                    policy.before_clip(self, vid)
+                    state = self._open.setdefault(vid, _Open())
+                index = policy.clip_index(state, None if given is None else given[k], vid)
+                state.clips[index] = probs[row].copy()   # copy: the batch array is not kept alive
+                policy.maybe_close(self, vid, state)
+            return
+        if state.rows is None and not state.clips and state.expected is not None:
+            state.rows = np.empty((state.expected, self.num_classes), dtype=np.float32)
+        block = probs[start:end]
+        if state.rows is None:
+            state.clips.update(zip(indices, block.copy()))   # copy: the batch array is not kept alive
+        elif indices[-1] - indices[0] == len(indices) - 1 and indices == sorted(indices):
+            target = state.rows[indices[0]:indices[-1] + 1]
+            target[...] = block
+            state.clips.update(zip(indices, target))
+        else:
+            state.rows[indices] = block
+            state.clips.update((i, state.rows[i]) for i in indices)
+        policy.maybe_close(self, vid, state)
 
     def discard(self, video_id: str) -> None:
         """Forget an open video (it failed after some clips); it will not be scored."""
@@ -240,18 +318,23 @@ class TopKAccumulator:
 
     def _close(self, vid: str) -> None:
         state = self._open.pop(vid)
-        rows = np.stack([state.clips[i] for i in sorted(state.clips)])
+        if state.rows is not None and len(state.clips) == len(state.rows):
+            rows = state.rows   # every clip written in place: indices 0..expected-1, all there
+        else:
+            rows = np.stack([state.clips[i] for i in sorted(state.clips)])
         mean = reference_mean(rows)
         order = topk_order(mean, self.topk)
         label = self._truth.get(vid)
         hits = None
-        if label is not None:
-            # every clip's top-5 in one sort (the order topk_order gives, row by row)
-            clip_top5 = np.argsort(-rows, axis=1, kind="stable")[:, :min(5, self.num_classes)]
-            hits = (int((clip_top5[:, 0] == label).sum()), int((clip_top5 == label).any(axis=1).sum()))
+        if label is not None and 0 <= label < self.num_classes:
+            # each clip's place in its own topk_order: top-1 and top-5 hits
+            ranks = rank_of(rows, label).tolist()
+            hits = (ranks.count(0), sum(rank < 5 for rank in ranks))
+        elif label is not None:
+            hits = (0, 0)   # a class the model does not have is never a clip's prediction
         self._closed[vid] = VideoResult(
-            video_id=vid, n_clips=len(rows), topk_indices=tuple(int(i) for i in order),
-            topk_scores=tuple(float(mean[i]) for i in order), label_index=label, clip_hits=hits,
+            video_id=vid, n_clips=len(rows), topk_indices=tuple(order.tolist()),
+            topk_scores=tuple(mean[order].tolist()), label_index=label, clip_hits=hits,
             mean=mean if self.keep_mean else None)
 
     # ── results ─────────────────────────────────────────────────────────

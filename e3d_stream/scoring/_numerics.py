@@ -76,24 +76,40 @@ _ILP = 4
 _LEVELS = 4
 
 
+def _fold(rows: np.ndarray) -> np.ndarray:
+    """``((0 + rows[0]) + rows[1]) + ...`` in float32, one row after the other (a level-0 run).
+
+    The adds are explicit, one ufunc call per row: the order of ``np.add.reduce``
+    along an axis is not specified by numpy (it is pairwise along a contiguous
+    one), and ``np.add.accumulate``, the one ordered reduction, is slower here.
+    """
+    out: NDArray[np.float32] = rows[0] + np.float32(0)   # 0 + r0 (IEEE addition commutes)
+    for row in rows[1:]:
+        np.add(out, row, out=out)
+    return out
+
+
 def _cascade(rows: np.ndarray) -> np.ndarray:
     size = rows.shape[0]
     power = max(4, (int(size - 1).bit_length() if size > 1 else 0) // _LEVELS)
     step = 1 << power
+    if size < step:
+        # a single level-0 run (any video under 16 clips): the empty levels
+        # then add +0, which changes no bit of a sum that started from +0
+        # (such a sum is never -0, and x + 0 == x for every other x, NaN included)
+        return _fold(rows)
     acc = np.zeros((_LEVELS,) + rows.shape[1:], dtype=np.float32)
     i = 0
     while i + step <= size:
-        for _ in range(step):
-            acc[0] += rows[i]
-            i += 1
+        acc[0] = _fold(rows[i:i + step])   # level 0 is 0 at the start of every run
+        i += step
         for level in range(1, _LEVELS):
             acc[level] += acc[level - 1]
             acc[level - 1] = 0
             if i & ((step - 1) << (level * power)):
                 break
-    while i < size:
-        acc[0] += rows[i]
-        i += 1
+    if i < size:
+        acc[0] = _fold(rows[i:])
     out: NDArray[np.float32] = acc[0]
     for level in range(1, _LEVELS):
         out = out + acc[level]
@@ -127,6 +143,26 @@ def reference_mean(rows: np.ndarray) -> np.ndarray:
 def topk_order(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest scores, largest first; exact ties keep the lower index first."""
     return np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")[:k]
+
+
+def rank_of(rows: np.ndarray, column: int) -> NDArray[np.intp]:
+    """Where ``column`` stands in :func:`topk_order` of each row of ``rows`` ``(n, C)`` (0: first).
+
+    Counted instead of sorted: the scores above it, plus the equal ones at a
+    lower index (the stable sort keeps those first). NaN sorts after every
+    number and NaNs among themselves by index, as in numpy's sort.
+    """
+    rows = np.asarray(rows, dtype=np.float32)
+    value = rows[:, column, None]
+    ahead = np.empty(rows.shape, dtype=np.bool_)
+    np.greater_equal(rows[:, :column], value, out=ahead[:, :column])
+    np.greater(rows[:, column:], value, out=ahead[:, column:])
+    rank: NDArray[np.intp] = ahead.sum(axis=1, dtype=np.intp)
+    lost = [k for k, v in enumerate(value[:, 0].tolist()) if v != v]   # rows whose own score is NaN
+    if lost:
+        nan = np.isnan(rows[lost])
+        rank[lost] = (~nan).sum(axis=1) + nan[:, :column].sum(axis=1)
+    return rank
 
 
 # ── results and accuracy ───────────────────────────────────────────────────
