@@ -427,3 +427,11 @@ def test_compare_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=re.escape(str(ghost))):
         _compare(tmp_path / "a" / "result.json", tmp_path / "a" / "result.json", "--annotation_path", ghost)
     assert a["annotation_path"].exists()
+
+
+def test_running_rate_counts_from_the_first_scored_batch():
+    from e3d_stream.run._report import _running_rate
+
+    assert _running_rate([]) == 0.0 and _running_rate([(5.0, 16)]) == 0.0
+    assert _running_rate([(10.0, 16), (12.0, 56)]) == 20.0   # 40 clips after the first batch in 2 s
+    assert _running_rate([(3.0, 16), (3.0, 16)]) == 0.0

@@ -243,6 +243,7 @@ class _Run:
         self.position = Position()
         self.last_batch: Batch | None = None
         self.peak_open = 0
+        self.scored_at: list[tuple[float, int]] = []   # (time, clips scored) at the first and the latest batch
         self.progress = _Progress()
         self.stack = stack
         self.elapsed_before = 0.0
@@ -338,7 +339,8 @@ class _Run:
         report = build_report(self.cfg, self.annotation, self.items, self.acc, self.failures,
                               session=self.session, pool_stats=loader.pool.stats, runner=runner,
                               batch_size=self.batch_size, n_clips=loader.position.stream_clips,
-                              dropped_clips=len(loader.dropped), wall_s=wall, peak_open_videos=self.peak_open)
+                              dropped_clips=len(loader.dropped), wall_s=wall, peak_open_videos=self.peak_open,
+                              scored_at=self.scored_at)
         if len(self.sessions) > 1:
             report = dataclasses.replace(report, session={**report.session,
                                                           "devices": [s.device for s in self.sessions],
@@ -395,6 +397,11 @@ class _Run:
                              clip_indices=[t.clip_index for t in tags])
             self.peak_open = max(self.peak_open, self.acc.n_open)
             self.progress.clips += batch.n_valid
+            mark = (time.perf_counter(), self.progress.clips)
+            if len(self.scored_at) < 2:
+                self.scored_at.append(mark)
+            else:
+                self.scored_at[1] = mark
             self.last_batch = batch
             out = self.cfg.output
             if out.output and time.perf_counter() - self.last_save > out.checkpoint_every:

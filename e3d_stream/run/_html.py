@@ -112,6 +112,7 @@ def _summary(result: Mapping[str, Any], stats: PerClassStats) -> str:
             ("warnings (scored)", counts.get("warnings", "n/a")), ("clips", counts.get("clips", "n/a")),
             ("dropped clips", counts.get("dropped_clips", "n/a")),
             ("end-to-end clips/s", _fmt(tp.get("end_to_end_clips_per_s"), ".1f")),
+            ("clips/s once running (first to last batch scored)", _fmt(tp.get("running_clips_per_s"), ".1f")),
             ("compute-only clips/s (1000*B/mean ms)", _fmt(tp.get("compute_clips_per_s"), ".1f")),
             ("batch size", tp.get("batch_size", "n/a")),
             ("test protocol", _protocol(result.get("config") or {})),

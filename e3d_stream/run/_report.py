@@ -110,7 +110,9 @@ class Report:
             + (f"   mean class top-1 {self.per_class['mean_class_top1']:.5f}"
                if self.per_class.get("mean_class_top1") is not None else "")
             + (f"   clip top-1 {self.clip_top1:.5f}" if self.clip_top1 is not None else ""),
-            f"end-to-end {t.get('end_to_end_clips_per_s', 0):.1f} clips/s   compute-only "
+            f"end-to-end {t.get('end_to_end_clips_per_s', 0):.1f} clips/s"
+            + (f" ({t['running_clips_per_s']:.1f} once running)" if t.get("running_clips_per_s") else "")
+            + "   compute-only "
             f"{t.get('compute_clips_per_s', 0):.1f} clips/s (1000*B/mean ms, B={t.get('batch_size')})   "
             f"wall {self.timings.get('wall', 0):.1f} s",
         ]
@@ -162,8 +164,12 @@ def versions() -> dict[str, str]:
 def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoItem], acc: TopKAccumulator,
                  failures: Iterable[Failure], *, session: Session, pool_stats: PoolStats, runner: object,
                  batch_size: int, n_clips: int, dropped_clips: int, wall_s: float,
-                 peak_open_videos: int = 0) -> Report:
+                 peak_open_videos: int = 0, scored_at: Sequence[tuple[float, int]] = ()) -> Report:
     """Assemble a :class:`Report` from the pieces of a finished run.
+
+    ``scored_at``: (time, clips scored so far) when the first and the last batch were
+    scored; gives ``running_clips_per_s``, the rate once running (start-up and
+    shutdown excluded; 0 with fewer than two batches).
 
     ``runner``: the :class:`~e3d_stream.sessions.DeviceRunner` (its sessions, one per
     device, give the compute times; compute-only throughput adds the devices up).
@@ -188,6 +194,7 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
     }
     throughput = {
         "end_to_end_clips_per_s": n_clips / wall_s if wall_s > 0 else 0.0,
+        "running_clips_per_s": _running_rate(scored_at),
         "compute_clips_per_s": len(sessions) * 1000.0 * batch / mean_ms if mean_ms > 0 else 0.0,
         "mean_compute_ms": mean_ms,
         "batch_size": batch,
@@ -209,6 +216,13 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
         versions=versions(), dropped_clips=dropped_clips, truth=truth,
         preprocess={"resize": cfg.decode.resize, "kernel": resize_kernel(cfg.decode.resize)},
         per_class=per_class_summary(results, truth, annotation.labels))
+
+
+def _running_rate(scored_at: Sequence[tuple[float, int]]) -> float:
+    if len(scored_at) < 2:
+        return 0.0
+    (t0, n0), (t1, n1) = scored_at[0], scored_at[-1]
+    return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 def per_class_summary(results: Mapping[str, Any], truth: Mapping[str, int], labels: Sequence[str]
