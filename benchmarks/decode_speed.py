@@ -131,14 +131,17 @@ def direct_into_clip(path):
     one plane copy; the short tail is cycled in place. 240-high frames only (the
     others need the scale graph). Checked bit for bit against ``naive`` before timing.
     """
+    from av.video.reformatter import VideoReformatter
+
     jit = _transforms.jit_kernel()
+    reformatter = VideoReformatter()  # one swscale context per video, as VideoFrames does
     shape = (3, SAMPLE_DURATION, SAMPLE_SIZE, SAMPLE_SIZE)
     clip, t, last_in, prev = np.empty(shape, np.uint8), 0, None, None
     for frame in VideoFrames(path, output="frame"):
         if frame is last_in:
             clip[:, t] = prev
         else:
-            rgb = frame.reformat(format="rgb24")
+            rgb = reformatter.reformat(frame, format="rgb24", threads=1)
             plane = rgb.planes[0]
             if rgb.height != 240 or plane.line_size != rgb.width * 3:
                 raise RuntimeError("direct_into_clip handles 240-high frames with unpadded rows only")
@@ -337,14 +340,19 @@ def _resizers():
             "fast": (lambda rgb: preprocess_planar(rgb, resize="fast"), planar_stack)}
 
 
-def instrumented(path: str, resize, stack, acc: dict) -> None:
+def instrumented(path: str, resize, stack, acc: dict, *, library_rgb: bool = True) -> None:
     """One video through decode -> rgb24 -> resize -> window/stack, each step's seconds added to ``acc``."""
+    from e3d_stream.video._decode import _Rgb240
+
     pc = _CLOCK["step"]
     window = []
+    # library_rgb: the library's rgb24 step (one swscale context per video, its thread count);
+    # else what users write (to_ndarray: a new swscale context per frame), the naive path's
+    to_rgb = _Rgb240(240) if library_rgb else (lambda f: f.to_ndarray(format="rgb24"))
     t = pc()
     for frame in VideoFrames(path, output="frame"):
         t1 = pc()
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = to_rgb(frame)
         t2 = pc()
         out = resize(rgb)
         t3 = pc()
@@ -502,7 +510,7 @@ def breakdown(videos, *, repeats: int, path_us: dict) -> dict:
             acc = dict.fromkeys(("decode", "rgb24", "resize", "window_stack"), 0.0)
             with pillow_exact() if name == "direct_pillow" else _nothing():
                 for v in videos:
-                    instrumented(v, resize, stack, acc)
+                    instrumented(v, resize, stack, acc, library_rgb=name != "naive")
             if r:
                 for key, sec in acc.items():
                     runs[name][key].append(1e6 * sec / n_frames)

@@ -23,8 +23,12 @@ inference call is time-stamped after it returns; "running" clips/s =
 clips after the first batch / (last stamp - first stamp): start-up excluded.
 Same ONNX Runtime settings in every route (``--threads`` intra-op threads, one
 inter-op thread, all graph optimisations), same batch size, same decode worker
-count (each route's default start method: fork for the DataLoader, spawn for
-e3d_stream).
+count, same model file (``--uint8-model``: the ``--uint8_input`` export, which
+subtracts the mean in its graph, for every route); each route otherwise runs as
+its users get it by default: the start method (fork for the DataLoader, spawn
+for e3d_stream), ONNX Runtime's spin-waiting (on, ONNX Runtime's default, in
+the DataLoader route; off, e3d_stream's default for a CPU session beside its
+decode workers, in eval) and eval's ``--queue_depth`` default.
 
 Each stamp also records the CPU seconds of the route's process tree (psutil):
 "running CPU ms per clip" is what a clip costs once running, which depends far
@@ -33,8 +37,10 @@ less on what else the shared machine runs than clips/s does.
 Extra routes (on by default): ``*_nomodel`` (the data path alone: the DataLoader
 iterated with its mean subtraction; eval with the simulated session at 0
 ms/clip), ``ort_only`` (ONNX Runtime on a ready batch, as many clips) -- the two
-sides of an Amdahl bound -- and ``*_nospin`` (every main route with ONNX
-Runtime's intra-op spin-waiting off, a lever: spinning threads burn the cycles
+sides of an Amdahl bound -- and the spin-waiting levers: ``dataloader_nospin``
+(the users' route with ONNX Runtime's spin-waiting off, what a user can do) and
+``exact_spin`` / ``fast_spin`` (eval with it on, ``session_options={"spin_wait":
+True}``: like for like with the users' default; spinning threads burn the cycles
 the decode workers need on two cores).
 
 Rounds: a warm-up round (untimed: page cache, numba cache; its results are the
@@ -81,10 +87,11 @@ ROUTES = ("dataloader", "exact", "fast")
 #: iterated with the mean subtraction, eval with the simulated session at 0 ms/clip), and the model
 #: alone (ONNX Runtime on a ready batch, as many clips): the two sides of the Amdahl bound
 BOUND_ROUTES = ("dataloader_nomodel", "exact_nomodel", "fast_nomodel", "ort_only")
-#: extra routes (``--levers``): every main route with ONNX Runtime's intra-op spin-waiting off
-#: (``session.intra_op.allow_spinning = 0``): on 2 cores shared with 2 decode workers, spinning
-#: threads burn the cycles the workers need
-LEVER_ROUTES = ("dataloader_nospin", "exact_nospin", "fast_nospin")
+#: extra routes (``--levers``): every main route with ONNX Runtime's spin-waiting the other way round
+#: from its default (``session.*.allow_spinning``): the DataLoader with it off, eval with it on (eval's
+#: CPU sessions turn it off by default: on 2 cores shared with 2 decode workers, spinning threads burn
+#: the cycles the workers need)
+LEVER_ROUTES = ("dataloader_nospin", "exact_spin", "fast_spin")
 #: the reference's per-channel mean (RGB, 0..255 scale)
 MEAN = (114.7748, 107.7354, 99.4750)
 SIZE, DURATION = 112, 16
@@ -166,8 +173,9 @@ def user_route(videos, model: str | None, *, batch: int, workers: int, threads: 
     loader = DataLoader(VideoClips(list(videos)), batch_size=batch, num_workers=workers)
     per_video: dict[int, list] = {}
     counts: dict[int, int] = {}
+    raw = sess is not None and sess.get_inputs()[0].type == "tensor(uint8)"  # a --uint8_input export
     for clips, index in loader:
-        x = clips.float().sub_(mean)
+        x = clips if raw else clips.float().sub_(mean)
         if sess is None:
             stamps.append(stamp(len(index)))
             for i in index.tolist():
@@ -197,13 +205,13 @@ def ort_session(model: str, threads: int, spin: bool = True):
 
 # --------------------------------------------------------------------------- e3d_stream's route
 
-def e3d_route(spec: dict, resize: str, stamps: list, *, model: bool = True, spin: bool = True,
+def e3d_route(spec: dict, resize: str, stamps: list, *, model: bool = True, spin: bool | None = None,
               deep: bool = False):
     """``e3d_stream.evaluate`` with an ONNX Runtime session whose calls are time-stamped.
 
-    ``model=False``: the simulated session at 0 ms/clip (decode capacity); ``spin=False``: the
-    OrtSession's ONNX Runtime session is rebuilt with spin-waiting off (a benchmark-only swap);
-    ``deep``: ``queue_depth=spec["deep_queue"]`` instead of eval's default.
+    ``model=False``: the simulated session at 0 ms/clip (decode capacity); ``spin``: the session's
+    ``spin_wait`` (None: e3d_stream's default, off on CPU); ``deep``: ``queue_depth=spec["deep_queue"]``
+    instead of eval's default.
     """
     from e3d_stream import EvalConfig, evaluate
     from e3d_stream.sessions import open_session
@@ -214,9 +222,8 @@ def e3d_route(spec: dict, resize: str, stamps: list, *, model: bool = True, spin
         cfg = EvalConfig.create(video_path=spec["video_root"], annotation_path=spec["annotation"],
                                 model=spec["model"], resize=resize, workers=spec["workers"],
                                 threads=spec["threads"], batch_size=spec["batch"], **depth)
-        opened = open_session(spec["model"], threads=spec["threads"])
-        if not spin:
-            opened._sess = ort_session(spec["model"], spec["threads"], spin=False)
+        opened = open_session(spec["model"], threads=spec["threads"],
+                              **({} if spin is None else {"spin_wait": spin}))
     else:
         cfg = EvalConfig.create(video_path=spec["video_root"], annotation_path=spec["annotation"],
                                 backend="simulated", resize=resize, workers=spec["workers"],
@@ -245,10 +252,13 @@ def e3d_route(spec: dict, resize: str, stamps: list, *, model: bool = True, spin
 
 
 def ort_only(spec: dict, stamps: list):
-    """The model alone: ONNX Runtime on one ready float32 batch, as many clips as the videos give."""
+    """The model alone: ONNX Runtime on one ready batch (float32, or uint8 for a --uint8_input model), as many clips."""
     sess = ort_session(spec["model"], spec["threads"])
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal((spec["batch"], 3, DURATION, SIZE, SIZE)) * 50).astype(np.float32)
+    if sess.get_inputs()[0].type == "tensor(uint8)":
+        x = rng.integers(0, 256, (spec["batch"], 3, DURATION, SIZE, SIZE), dtype=np.uint8)
+    else:
+        x = (rng.standard_normal((spec["batch"], 3, DURATION, SIZE, SIZE)) * 50).astype(np.float32)
     name = sess.get_inputs()[0].name
     left = spec["n_clips"]
     while left > 0:
@@ -267,13 +277,16 @@ def child(route: str, spec_path: Path, result_path: Path) -> int:
     extra = {}
     base, _, variant = route.partition("_")
     tokens = set(variant.split("-"))
-    model, spin, deep = "nomodel" not in tokens, "nospin" not in tokens, "deep" in tokens
+    model, deep = "nomodel" not in tokens, "deep" in tokens
+    # spin-waiting: None = the route's own default (ORT's "on" for the DataLoader, e3d_stream's "off" for eval)
+    spin = False if "nospin" in tokens else (True if "spin" in tokens else None)
     if route == "ort_only":
         scores, counts = ort_only(spec, stamps)
     elif base == "dataloader":
         videos = list(enumerate(spec["video_paths"]))
         scores, counts = user_route(videos, spec["model"] if model else None, batch=spec["batch"],
-                                    workers=spec["workers"], threads=spec["threads"], stamps=stamps, spin=spin)
+                                    workers=spec["workers"], threads=spec["threads"], stamps=stamps,
+                                    spin=spin is not False)
     else:
         scores, counts, extra = e3d_route(spec, base, stamps, model=model, spin=spin, deep=deep)
     t_end = time.perf_counter()
@@ -329,11 +342,14 @@ def agreement(a: dict, b: dict) -> dict:
             "mean_abs_score_diff": float(d.mean()), "max_abs_score_diff": float(d.max())}
 
 
-def demo_onnx(workdir: Path) -> Path:
-    """The bundled demo model exported to ONNX (cached; re-exported when the checkpoint changes)."""
+def demo_onnx(workdir: Path, *, uint8_input: bool = False) -> Path:
+    """The bundled demo model exported to ONNX (cached; re-exported when the checkpoint changes).
+
+    ``uint8_input``: ``e3d-stream export --uint8_input`` (raw uint8 clips in, the mean subtracted in the graph).
+    """
     assets = ROOT / "e3d_stream" / "assets"
     meta = json.loads((assets / "demo_model.json").read_text())
-    out = Path(workdir) / f"demo_model_{meta['sha256'][:12]}.onnx"
+    out = Path(workdir) / f"demo_model_{meta['sha256'][:12]}{'_u8' if uint8_input else ''}.onnx"
     if not out.exists():
         import importlib.util
 
@@ -341,7 +357,7 @@ def demo_onnx(workdir: Path) -> Path:
 
         tmp = out.with_suffix(".tmp.onnx")
         export_onnx(assets / "demo_model.pth", tmp, arch=meta["arch"], width_mult=meta["options"]["width_mult"],
-                    simplify=importlib.util.find_spec("onnxsim") is not None)
+                    simplify=importlib.util.find_spec("onnxsim") is not None, uint8_input=uint8_input)
         os.replace(tmp, out)
     return out
 
@@ -363,8 +379,9 @@ def plot(rounds: list[dict], path: Path) -> None:
 
     fig = Figure(figsize=(13, 4.2))
     FigureCanvasAgg(fig)
-    cols = [("exact", "eval exact"), ("fast", "eval fast"), ("exact_nospin_vs_dataloader", "exact, ORT\nno spin"),
-            ("fast_nospin_vs_dataloader", "fast, ORT\nno spin")]
+    cols = [("exact", "eval exact"), ("fast", "eval fast"), ("exact_spin", "exact, ORT\nspin (both)"),
+            ("fast_spin", "fast, ORT\nspin (both)"), ("exact_vs_dataloader_nospin", "exact, ORT\nno spin (both)"),
+            ("fast_vs_dataloader_nospin", "fast, ORT\nno spin (both)")]
     cols = [(k, label) for k, label in cols if k in rounds[0]["ratios"]]
     panels = (("running_ratio", "running clips/s: route / DataLoader"),
               ("cpu_ratio", "CPU per clip once running: DataLoader / route"),
@@ -403,14 +420,15 @@ def round_ratios(res: dict) -> dict:
     out = {}
     for route in res:
         base, _, variant = route.partition("_")
-        if base in ("exact", "fast") and variant in ("", "nomodel", "nospin", "deep", "deep-nomodel"):
-            ref_variant = variant.replace("deep-", "").replace("deep", "")
+        if base in ("exact", "fast") and variant in ("", "nomodel", "spin", "deep", "deep-nomodel"):
+            # "spin": eval with spinning on, against the DataLoader's default (on): like for like
+            ref_variant = variant.replace("deep-", "").replace("deep", "").replace("spin", "")
             ref = "dataloader" + (f"_{ref_variant}" if ref_variant else "")
             if ref in res:
                 out[route] = paired(res, route, ref)
-    for route in ("exact_nospin", "fast_nospin"):  # the lever against what users run: spinning on
-        if route in res and "dataloader" in res:
-            out[f"{route}_vs_dataloader"] = paired(res, route, "dataloader")
+    for route in ("exact", "fast"):  # both without spinning: eval's default against the users' lever
+        if route in res and "dataloader_nospin" in res:
+            out[f"{route}_vs_dataloader_nospin"] = paired(res, route, "dataloader_nospin")
     if "ort_only" in res:  # Amdahl: one clip costs 1/model rate + 1/decode capacity of the two cores
         ort = res["ort_only"]["row"]["running_clips_per_s"]
         for base in ("dataloader", "exact", "fast"):
@@ -421,6 +439,13 @@ def round_ratios(res: dict) -> dict:
             if base in out.get("bound", {}) and "dataloader" in out["bound"]:
                 out.setdefault("bound_ratio", {})[base] = out["bound"][base] / out["bound"]["dataloader"]
     return out
+
+
+def _eval_default(name: str):
+    """eval's default for pool option ``name`` (what the ``exact`` and ``fast`` routes run with)."""
+    from e3d_stream.run._config import PoolOptions
+
+    return getattr(PoolOptions(), name)
 
 
 def main(argv=None) -> int:
@@ -437,7 +462,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-bounds", dest="bounds", action="store_false",
                    help="skip the no-model and model-only routes (" + ", ".join(BOUND_ROUTES) + ")")
     p.add_argument("--no-levers", dest="levers", action="store_false",
-                   help="skip the spin-off routes (" + ", ".join(LEVER_ROUTES) + ")")
+                   help="skip the spin-waiting routes (" + ", ".join(LEVER_ROUTES) + ")")
+    p.add_argument("--uint8-model", action="store_true",
+                   help="every route runs the --uint8_input export (mean subtracted in the graph; the DataLoader "
+                        "feeds its uint8 batches as they are)")
     p.add_argument("--deep-queue", type=int, default=0,
                    help="also run exact_deep and exact_deep-nomodel: eval with --queue_depth N (decode backlog "
                         "per worker = N / workers), a lever; 0: off")
@@ -453,7 +481,7 @@ def main(argv=None) -> int:
         extra += ["exact_deep"] + (["exact_deep-nomodel"] if "dataloader_nomodel" in extra else [])
     seconds = (1.0, 1.5) if args.quick else (4.0, 7.0)
     data = ucf_like(args.workdir, args.videos, seed=args.seed, seconds=seconds)
-    model = demo_onnx(args.workdir)
+    model = demo_onnx(args.workdir, uint8_input=args.uint8_model)
     work = Path(tempfile.mkdtemp(prefix="vs_dataloader_", dir=args.workdir))
     ann, labels = demo_annotation(data, work / "annotation.json")
     from e3d_stream.video._sampling import n_clips
@@ -506,7 +534,7 @@ def main(argv=None) -> int:
     agree["exact_between_rounds"] = agreement(ref, raw[-1]["exact"]["scores"])
     levers = {}
     for key in rounds[0]["ratios"]:
-        if key.endswith("_vs_dataloader"):
+        if key.endswith("_vs_dataloader_nospin"):
             levers[key] = {f"median_{k}": median_of([rd["ratios"][key][k] for rd in rounds])
                            for k in ("running_ratio", "cpu_ratio", "wall_speedup")}
             levers[key]["cpu_ratio_per_round"] = [rd["ratios"][key]["cpu_ratio"] for rd in rounds]
@@ -559,7 +587,7 @@ def main(argv=None) -> int:
                   f"{sm['median_cpu_ratio']:.2f}x less CPU per clip")
     print("running CPU ms per clip:", {k: round(v["median_running_cpu_ms_per_clip"], 2) for k, v in summary.items()})
     for key, v in levers.items():
-        print(f"{key} (users' default, spinning on): {v['median_running_ratio']:.2f}x running, "
+        print(f"{key} (both without spin-waiting): {v['median_running_ratio']:.2f}x running, "
               f"{v['median_cpu_ratio']:.2f}x less CPU per clip")
     if bound:
         print("bound:", json.dumps(bound))
@@ -568,9 +596,13 @@ def main(argv=None) -> int:
                "model": {"path": str(model), "checkpoint": "e3d_stream/assets/demo_model.pth", "classes": len(labels)},
                "settings": {"batch": args.batch, "workers": args.workers, "ort_threads": args.threads,
                             "rounds": args.rounds, "warmup_rounds": args.warmup, "routes": every,
-                            "deep_queue": args.deep_queue,
+                            "deep_queue": args.deep_queue, "uint8_model": args.uint8_model,
+                            "queue_depth": _eval_default("queue_depth"),
                             "start_method": {"dataloader": "fork (torch default on Linux)",
-                                             "exact": "spawn (eval default)", "fast": "spawn (eval default)"}},
+                                             "exact": "spawn (eval default)", "fast": "spawn (eval default)"},
+                            "ort_spin_wait": {"dataloader": "on (ONNX Runtime's default)",
+                                              "exact": "off (e3d_stream's default on CPU)",
+                                              "fast": "off (e3d_stream's default on CPU)"}},
                "definitions": {"running_clips_per_s": "clips after the first batch / (last - first inference "
                                                       "return), in the route's process",
                                "wall_s": "the route's whole process: interpreter, imports, model load, workers",

@@ -187,6 +187,30 @@ def test_onnx_logits_match_numpy(tmp_path):
         np.testing.assert_allclose(np.concatenate([g for _, g in got]), onnx_truth(x, w, b), rtol=1e-5, atol=1e-4)
 
 
+def test_onnx_spin_wait_reaches_the_session_options(tmp_path):
+    from e3d_stream.sessions._ort import SPIN_WAIT_KEYS
+
+    w, b = make_onnx(tmp_path / "m.onnx")
+    x = clips(2, seed=5)
+
+    def entries(session):  # what ONNX Runtime's own session holds, read back from it
+        options = session._sess.get_session_options()
+        return [options.get_session_config_entry(key) for key in SPIN_WAIT_KEYS]
+
+    assert SPIN_WAIT_KEYS == ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+    with open_session(tmp_path / "m.onnx", threads=2) as s:  # CPU: off unless asked (decode workers share the cores)
+        assert entries(s) == ["0", "0"] and s.describe()["spin_wait"] is False
+        np.testing.assert_allclose(s.run(x), onnx_truth(x, w, b), rtol=1e-5, atol=1e-4)
+    # the override the pipeline passes through EvalConfig's session_options
+    with open_session(tmp_path / "m.onnx", threads=2, spin_wait=True) as s:
+        assert entries(s) == ["1", "1"] and s.describe()["spin_wait"] is True
+        np.testing.assert_allclose(s.run(x), onnx_truth(x, w, b), rtol=1e-5, atol=1e-4)
+    with open_session(tmp_path / "m.onnx", spin_wait=False) as s:
+        assert entries(s) == ["0", "0"]
+    with pytest.raises(ConfigError, match="spin_wait must be True, False or None"):
+        open_session(tmp_path / "m.onnx", spin_wait="off")
+
+
 def test_onnx_fixed_batch_pads_the_short_batch(tmp_path):
     w, b = make_onnx(tmp_path / "m.onnx", batch=4)
     x = clips(4, seed=2)

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch runs the .pth; onnxruntime exports it to ONNX first")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--queue_depth", type=int, default=8)
+    parser.add_argument("--queue_depth", type=int, default=64)
     parser.add_argument("--source", choices=("direct", "jpeg-compat"), default="direct")
     parser.add_argument("--no_progress", action="store_true")
 

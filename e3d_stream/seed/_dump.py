@@ -44,7 +44,7 @@ class DumpReport:
 def dump_bins(video_path: str | Path, annotation_path: str | os.PathLike[str],
               output_path: str | os.PathLike[str], info_path: str | os.PathLike[str], *, batch_size: int = 1,
               tail: str = "pad", source: str | None = None, subset: str = "validation",
-              workers: int = 2, queue_depth: int = 8, resize: str = "exact", progress: bool = False,
+              workers: int = 2, queue_depth: int = 64, resize: str = "exact", progress: bool = False,
               start_method: str = "spawn", video_timeout: float = 600.0) -> DumpReport:
     """Decode, preprocess and write every clip of ``subset`` as seed-layout bins.
 

@@ -2,7 +2,8 @@
 
 * CPU: ``upload`` is a no-op handle on the host batch (the compute reads host
   memory, so the runner keeps the buffer busy until ``execute`` returns);
-  ``threads`` sets ``intra_op_num_threads``.
+  ``threads`` sets ``intra_op_num_threads``; ONNX Runtime's spin-waiting is
+  off by default (``spin_wait``, below).
 * CUDA (``device="cuda[:N]"``): ``upload`` copies the batch into a device
   ``OrtValue`` in the caller's thread; ``execute`` binds it with IO binding, so
   the copy of batch k+1 runs while the device thread computes batch k and the
@@ -11,6 +12,26 @@
 
 The input name, shape and dtype are read from the model; an integer batch
 dimension makes a static-batch model, whose short batches are zero-padded.
+
+Spin-waiting (``spin_wait``): ONNX Runtime's thread-pool threads busy-wait
+for work between parallel sections and after each ``run`` before they sleep
+(session config ``session.intra_op.allow_spinning``, and
+``session.inter_op.allow_spinning`` for the inter-op pool, which exists only in
+parallel execution mode). That saves microseconds of wake-up latency per
+parallel section and burns CPU time while the threads spin. In this library a
+CPU session always shares the host's cores with the decode worker processes
+that feed it, so the cycles spent spinning are taken from decoding: with 2
+decode workers and 2 intra-op threads on the project's 2-core VM, ``eval
+--resize exact`` used 1.19x less CPU per clip (26.6 vs 31.7 ms) and ran 1.15x
+more clips/s with spinning off (``benchmarks/vs_dataloader.py``, routes
+``exact`` and ``exact_nospin``, medians over the 7 rounds of one run;
+MobileNetV2-3D, batch 16, whose parallel sections take milliseconds).
+So ``spin_wait=None`` (the default) turns spinning off on the CPU execution
+provider and leaves ONNX Runtime's default (spinning on) with CUDA, where the
+host threads run little of the model (not measured here). ``spin_wait=True``
+or ``False`` forces it either way, also through the pipeline:
+``EvalConfig.create(..., session_options={"spin_wait": True})``. The value in
+effect is in :meth:`describe` (``result.json``'s ``session``).
 """
 
 from __future__ import annotations
@@ -35,6 +56,8 @@ _OPTIMIZATION = {
     "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
 }
 _CUDA = "CUDAExecutionProvider"
+#: ONNX Runtime session config keys (onnxruntime_session_options_config_keys.h) set by ``spin_wait``
+SPIN_WAIT_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 
 
 class OrtSession(Session):
@@ -43,16 +66,30 @@ class OrtSession(Session):
     backend = "onnxruntime"
 
     def __init__(self, model: str | os.PathLike[str], *, device: str = "cpu", threads: int | None = None,
-                 optimization: str = "all") -> None:
+                 optimization: str = "all", spin_wait: bool | None = None) -> None:
+        """Load ``model`` (``.onnx``) for ``device`` (``"cpu"`` or ``"cuda[:N]"``).
+
+        Args:
+            threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
+            optimization: graph optimisation level, a key of ``_OPTIMIZATION``.
+            spin_wait: whether ONNX Runtime's pool threads busy-wait for work
+                (see the module docstring); None: off on the CPU execution
+                provider, ONNX Runtime's default (on) with CUDA.
+        """
         kind, index = parse_device(device, allowed=("cpu", "cuda"))
         if optimization not in _OPTIMIZATION:
             raise ConfigError(f"optimization {optimization!r} is not one of {', '.join(_OPTIMIZATION)}")
+        if spin_wait is not None and not isinstance(spin_wait, bool):
+            raise ConfigError(f"spin_wait must be True, False or None (off on CPU, on with CUDA), got {spin_wait!r}")
+        spin = kind != "cpu" if spin_wait is None else spin_wait
         path = str(model)
         options = ort.SessionOptions()
         options.graph_optimization_level = _OPTIMIZATION[optimization]
         options.inter_op_num_threads = 1  # one model, one request at a time
         if threads:
             options.intra_op_num_threads = int(threads)
+        for key in SPIN_WAIT_KEYS:  # set either way, so the session's options say what is in effect
+            options.add_session_config_entry(key, "1" if spin else "0")
         providers: list[Any] = ["CPUExecutionProvider"]
         if kind == "cuda":
             available = ort.get_available_providers()
@@ -82,6 +119,7 @@ class OrtSession(Session):
         self._kind, self._index = kind, index
         self.threads = threads
         self.optimization = optimization
+        self.spin_wait = spin
 
     def upload(self, host_batch: np.ndarray) -> Staged:
         """CPU: a handle on the batch. CUDA: a synchronous copy into a device OrtValue."""
@@ -113,4 +151,4 @@ class OrtSession(Session):
     def _describe(self) -> dict[str, Any]:
         providers = self._sess.get_providers() if self._sess is not None else []
         return {"providers": providers, "threads": self.threads, "optimization": self.optimization,
-                "versions": {"onnxruntime": ort.__version__}}
+                "spin_wait": self.spin_wait, "versions": {"onnxruntime": ort.__version__}}
