@@ -16,13 +16,16 @@ below: preallocated clips, no decoding), and reports
   time alone. On a shared machine CPU time is far steadier than wall time;
 * end-to-end clips/s and the devices' busy fraction.
 
-The CPU figures are *marginal*: each point runs twice, on ``--videos`` and on
-twice as many videos, and divides the differences in CPU seconds by the
-difference in clips, so start-up (spawning workers, loading kernels and
-sessions) cancels out. The end-to-end rate is the larger run's
-``running_clips_per_s`` (from the first to the last scored batch), which
-excludes start-up too and is steadier than a difference of two wall times
-(kept as ``marginal_end_to_end_clips_per_s``);
+Both headline figures are the larger run's own "once running" figures
+(``result.json``'s ``running_process_cpu_us_per_clip`` and ``running_clips_per_s``:
+from the first to the last scored batch), so start-up (spawning workers, loading
+kernels and sessions) and shutdown are excluded. Each point also runs on
+``--videos`` and on twice as many videos and divides the differences by the
+difference in clips: ``marginal_consumer_cpu_us_per_clip``,
+``marginal_end_to_end_clips_per_s`` and the event loop's thread time (which is
+only available as a whole-run total). The marginal figures were the headline in
+the first version, but a start-up whose CPU varies by tens of milliseconds
+between runs moves them by tens of microseconds per clip (some came out negative);
 * the producers' own capacity, measured alone in the same run (the same
   ClipLoader with no session: workers writing rows, the consumer releasing;
   from the first batch on).
@@ -124,6 +127,8 @@ def run_once(root: Path, ann: Path, *, dtype: str, devices: int, ms: float, work
     fake = sum(s["simulated"]["fake_compute_cpu_s"] for s in sessions)
     return {"clips": report.n_clips, "cpu_s": cpu - fake, "main_s": main, "wall_s": wall,
             "running": report.throughput["running_clips_per_s"],
+            # the process's CPU per clip once running, less the fake logits' share (per clip)
+            "running_cpu_us": report.throughput["running_process_cpu_us_per_clip"] - 1e6 * fake / report.n_clips,
             "busy_s": report.timings["device_busy"], "messages": report.throughput["pipe_messages"],
             "val_json": (out / "val.json").read_bytes()}
 
@@ -134,7 +139,8 @@ def run_point(sets, **kw) -> dict:
     clips = large["clips"] - small["clips"]
     wall = large["wall_s"] - small["wall_s"]
     return {"dtype": kw["dtype"], "devices": kw["devices"], "ms_per_clip": kw["ms"], "clips": clips,
-            "consumer_cpu_us_per_clip": 1e6 * (large["cpu_s"] - small["cpu_s"]) / clips,
+            "consumer_cpu_us_per_clip": large["running_cpu_us"],
+            "marginal_consumer_cpu_us_per_clip": 1e6 * (large["cpu_s"] - small["cpu_s"]) / clips,
             "event_loop_cpu_us_per_clip": 1e6 * (large["main_s"] - small["main_s"]) / clips,
             "end_to_end_clips_per_s": large["running"],
             "marginal_end_to_end_clips_per_s": clips / wall if wall > 0 else float("inf"),
@@ -208,13 +214,15 @@ def main(argv=None) -> int:
             if r >= args.warmup:
                 runs.append(res)
         point = {k: runs[0][k] for k in ("dtype", "devices", "ms_per_clip", "clips")}
-        for key in ("consumer_cpu_us_per_clip", "event_loop_cpu_us_per_clip", "end_to_end_clips_per_s",
+        for key in ("consumer_cpu_us_per_clip", "marginal_consumer_cpu_us_per_clip", "event_loop_cpu_us_per_clip",
+                    "end_to_end_clips_per_s",
                     "marginal_end_to_end_clips_per_s",
                     "device_busy_fraction", "wall_s", "pipe_messages_per_clip"):
             point[key] = median_of([r[key] for r in runs])
         points.append(point)
         pt = point
         print(f"{dtype:7s} devices {devices}  {ms:4.2f} ms/clip  consumer {pt['consumer_cpu_us_per_clip']:6.1f} us/clip"
+              f" (marginal {pt['marginal_consumer_cpu_us_per_clip']:6.1f})"
               f" (event loop {pt['event_loop_cpu_us_per_clip']:5.1f})  {pt['end_to_end_clips_per_s']:7.0f} clips/s"
               f"  busy {pt['device_busy_fraction']:.2f}  msgs/clip {pt['pipe_messages_per_clip']:.2f}", flush=True)
     worst = {d: max(p["consumer_cpu_us_per_clip"] for p in points if p["dtype"] == d) for d in ("float32", "uint8")}

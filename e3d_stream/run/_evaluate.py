@@ -243,7 +243,8 @@ class _Run:
         self.position = Position()
         self.last_batch: Batch | None = None
         self.peak_open = 0
-        self.scored_at: list[tuple[float, int]] = []   # (time, clips scored) at the first and the latest batch
+        # (time, clips scored, this process's CPU seconds) at the first and at the latest scored batch
+        self.scored_at: list[tuple[float, int, float]] = []
         self.progress = _Progress()
         self.stack = stack
         self.elapsed_before = 0.0
@@ -397,7 +398,7 @@ class _Run:
                              clip_indices=[t.clip_index for t in tags])
             self.peak_open = max(self.peak_open, self.acc.n_open)
             self.progress.clips += batch.n_valid
-            mark = (time.perf_counter(), self.progress.clips)
+            mark = (time.perf_counter(), self.progress.clips, time.process_time())
             if len(self.scored_at) < 2:
                 self.scored_at.append(mark)
             else:

@@ -164,12 +164,15 @@ def versions() -> dict[str, str]:
 def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoItem], acc: TopKAccumulator,
                  failures: Iterable[Failure], *, session: Session, pool_stats: PoolStats, runner: object,
                  batch_size: int, n_clips: int, dropped_clips: int, wall_s: float,
-                 peak_open_videos: int = 0, scored_at: Sequence[tuple[float, int]] = ()) -> Report:
+                 peak_open_videos: int = 0, scored_at: Sequence[tuple[float, int, float]] = ()) -> Report:
     """Assemble a :class:`Report` from the pieces of a finished run.
 
-    ``scored_at``: (time, clips scored so far) when the first and the last batch were
-    scored; gives ``running_clips_per_s``, the rate once running (start-up and
-    shutdown excluded; 0 with fewer than two batches).
+    ``scored_at``: (time, clips scored so far, process CPU seconds) when the first and
+    the last batch were scored; gives ``running_clips_per_s``, the rate once running,
+    and ``running_process_cpu_us_per_clip``, the evaluating process's CPU time per clip
+    meanwhile (all its threads: event loop, scoring, device threads, and the inference
+    itself for CPU backends; decode workers are other processes). Start-up and shutdown
+    are excluded; both are 0 with fewer than two batches.
 
     ``runner``: the :class:`~e3d_stream.sessions.DeviceRunner` (its sessions, one per
     device, give the compute times; compute-only throughput adds the devices up).
@@ -195,6 +198,7 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
     throughput = {
         "end_to_end_clips_per_s": n_clips / wall_s if wall_s > 0 else 0.0,
         "running_clips_per_s": _running_rate(scored_at),
+        "running_process_cpu_us_per_clip": _running_cpu(scored_at),
         "compute_clips_per_s": len(sessions) * 1000.0 * batch / mean_ms if mean_ms > 0 else 0.0,
         "mean_compute_ms": mean_ms,
         "batch_size": batch,
@@ -218,11 +222,18 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
         per_class=per_class_summary(results, truth, annotation.labels))
 
 
-def _running_rate(scored_at: Sequence[tuple[float, int]]) -> float:
+def _running_rate(scored_at: Sequence[tuple[float, int, float]]) -> float:
     if len(scored_at) < 2:
         return 0.0
-    (t0, n0), (t1, n1) = scored_at[0], scored_at[-1]
+    (t0, n0, _), (t1, n1, _) = scored_at[0], scored_at[-1]
     return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def _running_cpu(scored_at: Sequence[tuple[float, int, float]]) -> float:
+    if len(scored_at) < 2:
+        return 0.0
+    (_, n0, c0), (_, n1, c1) = scored_at[0], scored_at[-1]
+    return 1e6 * (c1 - c0) / (n1 - n0) if n1 > n0 else 0.0
 
 
 def per_class_summary(results: Mapping[str, Any], truth: Mapping[str, int], labels: Sequence[str]
