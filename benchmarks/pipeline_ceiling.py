@@ -26,6 +26,11 @@ difference in clips: ``marginal_consumer_cpu_us_per_clip``,
 only available as a whole-run total). The marginal figures were the headline in
 the first version, but a start-up whose CPU varies by tens of milliseconds
 between runs moves them by tens of microseconds per clip (some came out negative);
+* a control, ``fake_logits_cpu_us_per_clip``: the simulated devices' fake logits are
+  the same fixed work per clip at every point, so where they cost more CPU per clip
+  the machine is charging more per operation (threads that sleep and wake once per
+  batch, as they do beside a slow device, run with cold caches), not the consumer
+  doing more work;
 * the producers' own capacity, measured alone in the same run (the same
   ClipLoader with no session: workers writing rows, the consumer releasing;
   from the first batch on).
@@ -129,6 +134,7 @@ def run_once(root: Path, ann: Path, *, dtype: str, devices: int, ms: float, work
             "running": report.throughput["running_clips_per_s"],
             # the process's CPU per clip once running, less the fake logits' share (per clip)
             "running_cpu_us": report.throughput["running_process_cpu_us_per_clip"] - 1e6 * fake / report.n_clips,
+            "fake_us": 1e6 * fake / report.n_clips,
             "busy_s": report.timings["device_busy"], "messages": report.throughput["pipe_messages"],
             "val_json": (out / "val.json").read_bytes()}
 
@@ -141,6 +147,9 @@ def run_point(sets, **kw) -> dict:
     return {"dtype": kw["dtype"], "devices": kw["devices"], "ms_per_clip": kw["ms"], "clips": clips,
             "consumer_cpu_us_per_clip": large["running_cpu_us"],
             "marginal_consumer_cpu_us_per_clip": 1e6 * (large["cpu_s"] - small["cpu_s"]) / clips,
+            # a control: the same fixed work per clip (the fake logits) at every point; where it costs more
+            # CPU, the machine charges more per operation (threads that sleep and wake per batch run cold)
+            "fake_logits_cpu_us_per_clip": large["fake_us"],
             "event_loop_cpu_us_per_clip": 1e6 * (large["main_s"] - small["main_s"]) / clips,
             "end_to_end_clips_per_s": large["running"],
             "marginal_end_to_end_clips_per_s": clips / wall if wall > 0 else float("inf"),
@@ -215,6 +224,7 @@ def main(argv=None) -> int:
                 runs.append(res)
         point = {k: runs[0][k] for k in ("dtype", "devices", "ms_per_clip", "clips")}
         for key in ("consumer_cpu_us_per_clip", "marginal_consumer_cpu_us_per_clip", "event_loop_cpu_us_per_clip",
+                    "fake_logits_cpu_us_per_clip",
                     "end_to_end_clips_per_s",
                     "marginal_end_to_end_clips_per_s",
                     "device_busy_fraction", "wall_s", "pipe_messages_per_clip"):
@@ -224,7 +234,8 @@ def main(argv=None) -> int:
         print(f"{dtype:7s} devices {devices}  {ms:4.2f} ms/clip  consumer {pt['consumer_cpu_us_per_clip']:6.1f} us/clip"
               f" (marginal {pt['marginal_consumer_cpu_us_per_clip']:6.1f})"
               f" (event loop {pt['event_loop_cpu_us_per_clip']:5.1f})  {pt['end_to_end_clips_per_s']:7.0f} clips/s"
-              f"  busy {pt['device_busy_fraction']:.2f}  msgs/clip {pt['pipe_messages_per_clip']:.2f}", flush=True)
+              f"  busy {pt['device_busy_fraction']:.2f}  msgs/clip {pt['pipe_messages_per_clip']:.2f}"
+              f"  control {pt['fake_logits_cpu_us_per_clip']:5.1f}", flush=True)
     worst = {d: max(p["consumer_cpu_us_per_clip"] for p in points if p["dtype"] == d) for d in ("float32", "uint8")}
     four = [p for p in points if p["devices"] == max(q["devices"] for q in points) and p["ms_per_clip"] > 0]
     targets = {

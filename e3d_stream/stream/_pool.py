@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import selectors
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -215,6 +216,10 @@ class ClipPool:
         self._rows: dict[int, list[tuple[int, int]]] = {}   # buffer -> acknowledged rows (item, clip)
         self._ready: deque[int] = deque()                    # full buffers, in order, not yet yielded
         self._held: set[int] = set()                         # yielded, not yet released by the consumer
+        # one selector over the workers' pipes for the pool's life (multiprocessing's wait() and
+        # Connection.poll() build a new one per call: most of the consumer's cost per message)
+        self._selector = selectors.DefaultSelector()
+        self._last_check = 0.0                               # monotonic time of the last liveness sweep
         for w in range(self.config.workers):
             self._spawn(w)
 
@@ -228,6 +233,7 @@ class ClipPool:
         proc.start()
         child_conn.close()
         self._workers[w] = _Worker(proc, parent_conn)
+        self._selector.register(parent_conn, selectors.EVENT_READ, w)
 
     def _kill(self, w: int) -> None:
         worker = self._workers[w]
@@ -236,6 +242,7 @@ class ClipPool:
         if worker.proc.is_alive():
             worker.proc.kill()
         worker.proc.join(timeout=5)
+        self._unwatch(worker.conn)
         worker.conn.close()
         if worker.segment is not None:   # its unacknowledged rows are garbage: assign them again
             self.ring.give_back(*worker.segment)
@@ -367,28 +374,39 @@ class ClipPool:
         if len(rows) == self.config.batch_size:
             self._ready.append(buf)
 
-    def _pump(self, videos: list[_Video], pending: deque[int]) -> None:
-        """Wait briefly for worker messages; handle deaths and timeouts."""
-        from multiprocessing.connection import wait
+    def _unwatch(self, conn: Connection[Any, Any]) -> None:
+        try:
+            self._selector.unregister(conn)
+        except (KeyError, ValueError):   # not registered (any more), or already closed
+            pass
 
-        conns = {w.conn: i for i, w in enumerate(self._workers) if w is not None}
-        ready = cast("list[Connection[Any, Any]]", wait(list(conns), timeout=_POLL_S))  # the objects given
-        for conn in ready:
-            w = conns[conn]
-            while True:   # everything this worker sent so far
+    def _pump(self, videos: list[_Video], pending: deque[int]) -> None:
+        """Wait briefly for worker messages, handle all that came; look for deaths and timeouts.
+
+        The liveness sweep (a ``waitpid`` per worker) runs when a pipe reported end of
+        file, when the wait timed out, and otherwise at most every ``_POLL_S``.
+        """
+        sweep = False
+        events = self._selector.select(timeout=_POLL_S)
+        if not events:
+            sweep = True
+        while events:   # everything the workers sent so far, one message per ready pipe per round
+            for key, _ in events:
+                conn = cast("Connection[Any, Any]", key.fileobj)
                 try:
                     msg = conn.recv()
-                except (EOFError, OSError):
-                    break  # the death is noticed below
+                except (EOFError, OSError):   # the worker is gone: the sweep below replaces it
+                    self._unwatch(conn)       # (an EOF pipe stays readable: stop selecting it)
+                    sweep = True
+                    continue
                 self.stats.messages += 1
-                self._handle(w, msg, videos)
-                try:
-                    if not conn.poll(0):
-                        break
-                except (EOFError, OSError):
-                    break
+                self._handle(key.data, msg, videos)
+            events = self._selector.select(0)
         self._grant(videos)
         now = time.monotonic()
+        if not sweep and now - self._last_check < _POLL_S:
+            return
+        self._last_check = now
         for w, worker in enumerate(self._workers):
             if worker is None:
                 continue
@@ -485,6 +503,7 @@ class ClipPool:
             if worker is not None:
                 worker.proc.join(timeout=max(0.0, deadline - time.monotonic()))
                 self._kill(w)
+        self._selector.close()
         self.ring.close()
 
     def __enter__(self) -> ClipPool:
