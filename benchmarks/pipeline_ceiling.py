@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import N_CLASSES, base_parser, default_out, environment, median_of, verdict, write_json
+from common import N_CLASSES, base_parser, default_out, median_of, verdict, write_json
 
 from e3d_stream import ClipLoader, evaluate
 from e3d_stream.constants import CLIP_SHAPE
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     for name, t in targets.items():
         print(f"{name}: {t}")
     out = default_out(args, "pipeline_ceiling")
-    write_json(out, {"environment": environment(), "args": vars(args), "producer_capacity_clips_per_s": capacity,
+    write_json(out, {"args": vars(args), "producer_capacity_clips_per_s": capacity,
                      "points": points, "targets": targets})
     if args.plot:
         plot(points, out.with_suffix(".png"))

@@ -430,9 +430,9 @@ def test_compare_errors_name_the_file(tmp_path):
 
 
 def test_running_rate_counts_from_the_first_scored_batch():
-    from e3d_stream.run._report import _running_cpu, _running_rate
+    from e3d_stream.run._report import _running
 
-    assert _running_rate([]) == 0.0 and _running_rate([(5.0, 16, 1.0)]) == 0.0
-    assert _running_rate([(10.0, 16, 1.0), (12.0, 56, 1.5)]) == 20.0   # 40 clips after the first batch in 2 s
-    assert _running_cpu([(10.0, 16, 1.0), (12.0, 56, 1.5)]) == 12500.0   # 0.5 CPU s over 40 clips
-    assert _running_rate([(3.0, 16, 1.0), (3.0, 16, 1.0)]) == 0.0 and _running_cpu([(3.0, 16, 1.0)] * 2) == 0.0
+    assert _running([]) == (0.0, 0.0) and _running([(5.0, 16, 1.0)]) == (0.0, 0.0)
+    # 40 clips after the first batch in 2 s, with 0.5 CPU s
+    assert _running([(10.0, 16, 1.0), (12.0, 56, 1.5)]) == (20.0, 12500.0)
+    assert _running([(3.0, 16, 1.0), (3.0, 16, 1.0)]) == (0.0, 0.0)

@@ -388,14 +388,12 @@ class _Run:
         failed = self.failed_ids
         for batch, logits in results:
             tags = batch.tags
+            scored, rows = tags, logits[:len(tags)]   # the usual batch: every row, no gathering
             if failed and any(t.video_id in failed for t in tags):
                 keep = [i for i, t in enumerate(tags) if t.video_id not in failed]
-                if keep:
-                    self.acc.add([tags[i].video_id for i in keep], logits[keep],
-                                 clip_indices=[tags[i].clip_index for i in keep])
-            else:   # the usual batch: every row scored, no row gathering
-                self.acc.add([t.video_id for t in tags], logits[:len(tags)],
-                             clip_indices=[t.clip_index for t in tags])
+                scored, rows = tuple(tags[i] for i in keep), logits[keep]
+            if scored:
+                self.acc.add([t.video_id for t in scored], rows, clip_indices=[t.clip_index for t in scored])
             self.peak_open = max(self.peak_open, self.acc.n_open)
             self.progress.clips += batch.n_valid
             mark = (time.perf_counter(), self.progress.clips, time.process_time())

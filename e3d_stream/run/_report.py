@@ -195,10 +195,11 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
         "device_busy": sum(busy) / len(busy),
         "waited_for_a_free_device": getattr(runner, "submit_wait_s", 0.0),
     }
+    running_rate, running_cpu = _running(scored_at)
     throughput = {
         "end_to_end_clips_per_s": n_clips / wall_s if wall_s > 0 else 0.0,
-        "running_clips_per_s": _running_rate(scored_at),
-        "running_process_cpu_us_per_clip": _running_cpu(scored_at),
+        "running_clips_per_s": running_rate,
+        "running_process_cpu_us_per_clip": running_cpu,
         "compute_clips_per_s": len(sessions) * 1000.0 * batch / mean_ms if mean_ms > 0 else 0.0,
         "mean_compute_ms": mean_ms,
         "batch_size": batch,
@@ -222,18 +223,14 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
         per_class=per_class_summary(results, truth, annotation.labels))
 
 
-def _running_rate(scored_at: Sequence[tuple[float, int, float]]) -> float:
+def _running(scored_at: Sequence[tuple[float, int, float]]) -> tuple[float, float]:
+    """(clips/s, process CPU us per clip) between the first and the last scored batch; zeros without two."""
     if len(scored_at) < 2:
-        return 0.0
-    (t0, n0, _), (t1, n1, _) = scored_at[0], scored_at[-1]
-    return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-
-
-def _running_cpu(scored_at: Sequence[tuple[float, int, float]]) -> float:
-    if len(scored_at) < 2:
-        return 0.0
-    (_, n0, c0), (_, n1, c1) = scored_at[0], scored_at[-1]
-    return 1e6 * (c1 - c0) / (n1 - n0) if n1 > n0 else 0.0
+        return 0.0, 0.0
+    (t0, n0, c0), (t1, n1, c1) = scored_at[0], scored_at[-1]
+    if n1 <= n0:
+        return 0.0, 0.0
+    return ((n1 - n0) / (t1 - t0) if t1 > t0 else 0.0), 1e6 * (c1 - c0) / (n1 - n0)
 
 
 def per_class_summary(results: Mapping[str, Any], truth: Mapping[str, int], labels: Sequence[str]
