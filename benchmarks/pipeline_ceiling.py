@@ -14,7 +14,7 @@ below: preallocated clips, no decoding), and reports
   runtime that must stage pageable memory adds one memcpy per clip
   (``--host_copy`` measures that variant). Also the event loop's own thread
   time alone. On a shared machine CPU time is far steadier than wall time;
-* end-to-end clips/s and the devices' busy fraction.
+* end-to-end clips/s and the devices' busy fraction (mean over the devices).
 
 Both headline figures are the larger run's own "once running" figures
 (``result.json``'s ``running_process_cpu_us_per_clip`` and ``running_clips_per_s``:
@@ -135,7 +135,8 @@ def run_once(root: Path, ann: Path, *, dtype: str, devices: int, ms: float, work
             # the process's CPU per clip once running, less the fake logits' share (per clip)
             "running_cpu_us": report.throughput["running_process_cpu_us_per_clip"] - 1e6 * fake / report.n_clips,
             "fake_us": 1e6 * fake / report.n_clips,
-            "busy_s": report.timings["device_busy"], "messages": report.throughput["pipe_messages"],
+            "running_busy": report.throughput["running_device_busy_fraction"],
+            "messages": report.throughput["pipe_messages"],
             "val_json": (out / "val.json").read_bytes()}
 
 
@@ -153,7 +154,7 @@ def run_point(sets, **kw) -> dict:
             "event_loop_cpu_us_per_clip": 1e6 * (large["main_s"] - small["main_s"]) / clips,
             "end_to_end_clips_per_s": large["running"],
             "marginal_end_to_end_clips_per_s": clips / wall if wall > 0 else float("inf"),
-            "device_busy_fraction": (large["busy_s"] - small["busy_s"]) / wall if wall > 0 else 0.0,
+            "device_busy_fraction": large["running_busy"],   # once running, mean over the devices
             "wall_s": large["wall_s"], "pipe_messages_per_clip": (large["messages"] - small["messages"]) / clips,
             "val_json": (small["val_json"], large["val_json"])}
 

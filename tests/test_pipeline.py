@@ -195,6 +195,7 @@ def test_eval_om_through_the_ais_bench_stand_in(tmp_path, monkeypatch):
     assert report.throughput["batch_size"] == 4 and report.n_clips == 10 and report.n_scored == 5
     assert report.throughput["running_clips_per_s"] > 0   # three batches: a rate from the first to the last
     assert report.throughput["running_process_cpu_us_per_clip"] >= 0
+    assert 0 < report.throughput["running_device_busy_fraction"] <= 1
     # the truth, computed here from the clips themselves: mean over (T, H, W) of each channel
     from e3d_stream.scoring._numerics import reference_mean, softmax
     from e3d_stream.video._clips import iter_video_clips

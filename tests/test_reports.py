@@ -432,7 +432,8 @@ def test_compare_errors_name_the_file(tmp_path):
 def test_running_rate_counts_from_the_first_scored_batch():
     from e3d_stream.run._report import _running
 
-    assert _running([]) == (0.0, 0.0) and _running([(5.0, 16, 1.0)]) == (0.0, 0.0)
-    # 40 clips after the first batch in 2 s, with 0.5 CPU s
-    assert _running([(10.0, 16, 1.0), (12.0, 56, 1.5)]) == (20.0, 12500.0)
-    assert _running([(3.0, 16, 1.0), (3.0, 16, 1.0)]) == (0.0, 0.0)
+    assert _running([]) == (0.0, 0.0, 0.0) and _running([(5.0, 16, 1.0, 0.1)]) == (0.0, 0.0, 0.0)
+    # 40 clips after the first batch in 2 s, with 0.5 CPU s and 1.5 device s on 1 or 2 devices
+    assert _running([(10.0, 16, 1.0, 0.5), (12.0, 56, 1.5, 2.0)]) == (20.0, 12500.0, 0.75)
+    assert _running([(10.0, 16, 1.0, 0.5), (12.0, 56, 1.5, 2.0)], devices=2) == (20.0, 12500.0, 0.375)
+    assert _running([(3.0, 16, 1.0, 0.0), (3.0, 16, 1.0, 0.0)]) == (0.0, 0.0, 0.0)

@@ -243,8 +243,9 @@ class _Run:
         self.position = Position()
         self.last_batch: Batch | None = None
         self.peak_open = 0
-        # (time, clips scored, this process's CPU seconds) at the first and at the latest scored batch
-        self.scored_at: list[tuple[float, int, float]] = []
+        # (time, clips scored, this process's CPU seconds, device busy seconds) at the first and
+        # at the latest scored batch
+        self.scored_at: list[tuple[float, int, float, float]] = []
         self.progress = _Progress()
         self.stack = stack
         self.elapsed_before = 0.0
@@ -396,7 +397,7 @@ class _Run:
                 self.acc.add([t.video_id for t in scored], rows, clip_indices=[t.clip_index for t in scored])
             self.peak_open = max(self.peak_open, self.acc.n_open)
             self.progress.clips += batch.n_valid
-            mark = (time.perf_counter(), self.progress.clips, time.process_time())
+            mark = (time.perf_counter(), self.progress.clips, time.process_time(), sum(self.runner.busy_s))
             if len(self.scored_at) < 2:
                 self.scored_at.append(mark)
             else:

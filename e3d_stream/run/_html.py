@@ -114,6 +114,7 @@ def _summary(result: Mapping[str, Any], stats: PerClassStats) -> str:
             ("end-to-end clips/s", _fmt(tp.get("end_to_end_clips_per_s"), ".1f")),
             ("clips/s once running (first to last batch scored)", _fmt(tp.get("running_clips_per_s"), ".1f")),
             ("compute-only clips/s (1000*B/mean ms)", _fmt(tp.get("compute_clips_per_s"), ".1f")),
+            ("device busy once running (mean over devices)", _fmt(tp.get("running_device_busy_fraction"), ".2f")),
             ("batch size", tp.get("batch_size", "n/a")),
             ("test protocol", _protocol(result.get("config") or {})),
             ("wall time (s)", _fmt((result.get("timings_s") or {}).get("wall"), ".2f"))]

@@ -663,7 +663,8 @@ class _Driver:
 
 #: throughput entries recomputed for the whole run rather than combined from the shards
 _RECOMPUTED = ("end_to_end_clips_per_s", "compute_clips_per_s", "mean_compute_ms", "device_busy_fraction",
-               "running_clips_per_s", "running_process_cpu_us_per_clip")   # per process: not merged
+               "running_clips_per_s", "running_process_cpu_us_per_clip",    # per process: not merged
+               "running_device_busy_fraction")
 #: per-shard settings: the same in every shard, kept as they are
 _SETTINGS = ("batch_size", "devices", "input_dtype")
 

@@ -164,15 +164,17 @@ def versions() -> dict[str, str]:
 def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoItem], acc: TopKAccumulator,
                  failures: Iterable[Failure], *, session: Session, pool_stats: PoolStats, runner: object,
                  batch_size: int, n_clips: int, dropped_clips: int, wall_s: float,
-                 peak_open_videos: int = 0, scored_at: Sequence[tuple[float, int, float]] = ()) -> Report:
+                 peak_open_videos: int = 0, scored_at: Sequence[tuple[float, int, float, float]] = ()) -> Report:
     """Assemble a :class:`Report` from the pieces of a finished run.
 
-    ``scored_at``: (time, clips scored so far, process CPU seconds) when the first and
-    the last batch were scored; gives ``running_clips_per_s``, the rate once running,
-    and ``running_process_cpu_us_per_clip``, the evaluating process's CPU time per clip
-    meanwhile (all its threads: event loop, scoring, device threads, and the inference
-    itself for CPU backends; decode workers are other processes). Start-up and shutdown
-    are excluded; both are 0 with fewer than two batches.
+    ``scored_at``: (time, clips scored so far, process CPU seconds, device busy seconds
+    summed over the devices) when the first and the last batch were scored; gives
+    ``running_clips_per_s``, the rate once running, ``running_process_cpu_us_per_clip``,
+    the evaluating process's CPU time per clip meanwhile (all its threads: event loop,
+    scoring, device threads, and the inference itself for CPU backends; decode workers
+    are other processes), and ``running_device_busy_fraction``, the share of that time
+    the devices spent computing (mean over devices). Start-up and shutdown are excluded;
+    all three are 0 with fewer than two batches.
 
     ``runner``: the :class:`~e3d_stream.sessions.DeviceRunner` (its sessions, one per
     device, give the compute times; compute-only throughput adds the devices up).
@@ -195,7 +197,7 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
         "device_busy": sum(busy) / len(busy),
         "waited_for_a_free_device": getattr(runner, "submit_wait_s", 0.0),
     }
-    running_rate, running_cpu = _running(scored_at)
+    running_rate, running_cpu, running_busy = _running(scored_at, devices=len(sessions))
     throughput = {
         "end_to_end_clips_per_s": n_clips / wall_s if wall_s > 0 else 0.0,
         "running_clips_per_s": running_rate,
@@ -205,6 +207,7 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
         "batch_size": batch,
         "devices": len(sessions),
         "device_busy_fraction": timings["device_busy"] / wall_s if wall_s > 0 else 0.0,
+        "running_device_busy_fraction": running_busy,
         "workers_replaced": pool_stats.workers_replaced,
         "peak_ring_buffers_used": pool_stats.peak_buffers_used,
         "pipe_messages": pool_stats.messages,
@@ -223,14 +226,20 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
         per_class=per_class_summary(results, truth, annotation.labels))
 
 
-def _running(scored_at: Sequence[tuple[float, int, float]]) -> tuple[float, float]:
-    """(clips/s, process CPU us per clip) between the first and the last scored batch; zeros without two."""
+def _running(scored_at: Sequence[tuple[float, int, float, float]], *, devices: int = 1
+             ) -> tuple[float, float, float]:
+    """(clips/s, process CPU us per clip, device busy fraction) between the first and the last
+    scored batch; zeros without two."""
     if len(scored_at) < 2:
-        return 0.0, 0.0
-    (t0, n0, c0), (t1, n1, c1) = scored_at[0], scored_at[-1]
-    if n1 <= n0:
-        return 0.0, 0.0
-    return ((n1 - n0) / (t1 - t0) if t1 > t0 else 0.0), 1e6 * (c1 - c0) / (n1 - n0)
+        return 0.0, 0.0, 0.0
+    (t0, n0, c0, b0), (t1, n1, c1, b1) = scored_at[0], scored_at[-1]
+    if n1 <= n0 or t1 <= t0:
+        return 0.0, 0.0, 0.0
+    dt = t1 - t0
+    # the second batch's compute may have begun before the first was scored: at most one batch per
+    # device of busy time falls before t0, so a saturated device could read a little over 1
+    busy = min(1.0, (b1 - b0) / (max(1, devices) * dt))
+    return (n1 - n0) / dt, 1e6 * (c1 - c0) / (n1 - n0), busy
 
 
 def per_class_summary(results: Mapping[str, Any], truth: Mapping[str, int], labels: Sequence[str]
