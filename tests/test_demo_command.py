@@ -26,3 +26,14 @@ def test_demo_through_onnx_export(tmp_path):
     assert main(["demo", "--backend", "onnxruntime", "--output", str(tmp_path), "--no_progress",
                  "--source", "jpeg-compat"]) == 0
     assert json.loads((tmp_path / "result.json").read_text())["top1"] >= 0.9
+
+
+@pytest.mark.parametrize("option, message", [(["--batch_size", "0"], "batch_size must be a positive integer"),
+                                             (["--queue_depth", "0"], "queue_depth must be a positive integer"),
+                                             (["--seed", "-1"], "seed must be an int >= 0")])
+def test_demo_refuses_bad_options_before_writing_any_video(tmp_path, capsys, option, message):
+    data = tmp_path / "data"
+    assert main(["demo", "--data_dir", str(data), "--no_progress", *option]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list(data.rglob("*.avi"))    # refused up front: no video was generated

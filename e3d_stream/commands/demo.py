@@ -46,14 +46,24 @@ def run(args: argparse.Namespace) -> int:
     meta = json.loads((ASSETS / "demo_model.json").read_text())
     report_dir = args.report or str(Path(args.output) / "report" if args.output else Path("e3d_demo_report"))
     model = ASSETS / "demo_model.pth"
+    arch = {"arch": meta["arch"], **{k: v for k, v in meta["options"].items() if k != "num_classes"}}
+
+    def config(video_root: Path, annotation: Path, model: Path, arch: dict[str, object]) -> EvalConfig:
+        return EvalConfig.create(video_path=str(video_root), annotation_path=str(annotation),
+                                 model=str(model), backend=args.backend, batch_size=args.batch_size,
+                                 workers=args.workers, queue_depth=args.queue_depth, source=args.source,
+                                 output=args.output, report=report_dir, overwrite=True, arch_options=arch, threads=1,
+                                 progress=not args.no_progress and sys.stderr.isatty())
+
     with tempfile.TemporaryDirectory(prefix="e3d_demo_") as tmp:
         root = Path(args.data_dir or tmp)
+        # the options are checked before any video is written: a typo costs no generation
+        config(root / "videos", root / "ucf101_01.json", model, arch)
         t0 = time.perf_counter()
         data = make_demo_dataset(root, videos_per_class=args.videos_per_class, training_videos_per_class=0,
                                  seed=args.seed)
         print(f"generated {data.n_videos} synthetic videos of {len(data.labels)} classes in "
               f"{time.perf_counter() - t0:.1f} s under {root}")
-        arch = {"arch": meta["arch"], **{k: v for k, v in meta["options"].items() if k != "num_classes"}}
         if args.backend == "onnxruntime":
             from ..seed._export import export_onnx
 
@@ -61,11 +71,7 @@ def run(args: argparse.Namespace) -> int:
             result = export_onnx(model, onnx_path, **arch)
             print(f"exported {onnx_path.name}: onnxruntime vs torch max abs diff {result.max_abs_diff:.2e}")
             model, arch = onnx_path, {}
-        cfg = EvalConfig.create(video_path=str(data.video_root), annotation_path=str(data.annotation_path),
-                         model=str(model), backend=args.backend, batch_size=args.batch_size,
-                         workers=args.workers, queue_depth=args.queue_depth, source=args.source,
-                         output=args.output, report=report_dir, overwrite=True, arch_options=arch, threads=1,
-                         progress=not args.no_progress and sys.stderr.isatty())
+        cfg = config(data.video_root, data.annotation_path, model, arch)
         report = evaluate(cfg)
     print(report.summary())
     seeds = meta["training"]["train_seeds"]

@@ -241,7 +241,9 @@ def _encode(path: Path, frames: Iterable[np.ndarray], codec: str, w: int, h: int
 
 
 def _check_options(videos_per_class: int, training_videos_per_class: int, n_frames: tuple[int, int],
-                   size: tuple[int, int], codec: str) -> None:
+                   size: tuple[int, int], codec: str, seed: int = 0) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
     if codec not in CODECS:
         raise ConfigError(f"codec {codec!r} is not one of {sorted(CODECS)}")
     for name, value in (("videos_per_class", videos_per_class), ("training_videos_per_class",
@@ -271,7 +273,7 @@ def make_demo_dataset(root: str | Path, *, videos_per_class: int = 4, training_v
     videos (byte for byte with the default codec).
     """
     n_train = videos_per_class if training_videos_per_class is None else training_videos_per_class
-    _check_options(videos_per_class, n_train, n_frames, size, codec)
+    _check_options(videos_per_class, n_train, n_frames, size, codec, seed)
     root = Path(root)
     video_root = root / "videos"
     w, h = size
