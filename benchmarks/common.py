@@ -85,15 +85,23 @@ def median_of(values: Sequence[float]) -> float:
 
 # --------------------------------------------------------------------------- output
 
+def _loadavg() -> tuple[float, float, float] | None:
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
+#: the load average when the benchmark started (this module is imported first thing)
+_LOAD_AT_START = _loadavg()
+
+
 def environment() -> dict:
-    """What decides the numbers: machine, load, library versions."""
+    """What decides the numbers: machine, load (when the benchmark started and now), library versions."""
     import av
     import numpy as np
     import PIL
 
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-            "loadavg_at_start": load, "numpy": np.__version__, "av": av.__version__,
+            "loadavg_at_start": _LOAD_AT_START, "loadavg_at_end": _loadavg(),
+            "numpy": np.__version__, "av": av.__version__,
             "ffmpeg_in_pyav": getattr(av, "ffmpeg_version_info", "?"), "pillow": PIL.__version__,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
 

@@ -48,6 +48,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_json  # noqa: E402
 
 SIZE = 112
 
@@ -323,9 +325,7 @@ def main(argv=None) -> int:
               f"{d['mean_abs_diff']:.4f}  max|d| {d['max_abs_diff']}  top1 agree {a['top1_agreement_with_exact']:.3f}"
               f"  max score diff {a['max_abs_score_diff']:.2e}")
     print("torch in a spawned worker:", json.dumps(doc["torch_in_worker"]["paired_extra_per_worker"]))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    out = write_json(Path(args.out), doc)   # with the environment, like the other benchmarks
     if args.plot:
         plot(doc, out.with_suffix(".png"))
     print(f"wrote {out}")

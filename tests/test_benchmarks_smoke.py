@@ -139,3 +139,4 @@ def test_fast_resize_agreement_quick(tmp_path):
     doc = _json(tmp_path, "fast_resize_agreement")
     assert 0.0 <= doc["top1_agreement"] <= 1.0 and doc["videos"] > 0
     assert doc["kernels"]["exact"] and doc["kernels"]["fast"]
+    assert doc["environment"]["cpus"] >= 1     # written by common.write_json, like every benchmark
