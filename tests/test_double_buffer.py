@@ -1,4 +1,5 @@
-"""DoubleBuffer: overlap of upload k+1 with compute k, no early buffer reuse, errors, bounded waits.
+"""DoubleBuffer and DeviceRunner: overlap of upload k+1 with compute k, no early buffer reuse,
+results in submission order across devices, errors, bounded waits.
 
 Overlap and reuse are shown by event ordering and poisoned buffers, not by
 tight timings: a sequential runner, or one that hands a buffer out before its
@@ -15,7 +16,7 @@ import pytest
 
 from e3d_stream.constants import CLIP_SHAPE
 from e3d_stream.errors import ConfigError, SessionError
-from e3d_stream.sessions import DoubleBuffer, InputSpec, Session, Staged, open_session
+from e3d_stream.sessions import DeviceRunner, DoubleBuffer, InputSpec, Session, Staged, open_session
 
 
 class ScriptedSession(Session):
@@ -226,3 +227,110 @@ def test_short_last_batch_computes_only_its_real_rows_unless_the_batch_is_static
             out += runner.finish()
         assert seen == want
         assert [(tag, logits.shape) for tag, logits in out] == [(4, (4, 3)), (2, (2, 3))]
+
+
+# -- DeviceRunner: the pipeline's runner over buffers it does not own, one thread per device ------
+
+def _batches(n, rows=2):
+    """``n`` distinct host batches: batch k is filled with k + 1 (its logits are k + 1)."""
+    return [np.full((rows, *CLIP_SHAPE), k + 1, np.uint8) for k in range(n)]
+
+
+def _drain(runner, results, freed):
+    r, f = runner.poll()
+    results += r
+    freed += f
+
+
+def test_runner_returns_results_in_submission_order_when_devices_finish_out_of_order():
+    slow, fast = ScriptedSession(), ScriptedSession()
+    slow.block = threading.Event()      # batch 0 (device 0) finishes only after device 1 finished batch 1
+    finished = []
+    for name, session in (("slow", slow), ("fast", fast)):
+        def execute(staged, run=session._execute, name=name):
+            out = run(staged)
+            finished.append(name)
+            if name == "fast":
+                slow.block.set()
+            return out
+        session._execute = execute
+    results, freed = [], []
+    with DeviceRunner([slow, fast], depth=1) as runner:
+        for k, buf in enumerate(_batches(6)):
+            runner.submit(buf, len(buf), k)
+            _drain(runner, results, freed)
+        r, f = runner.finish()
+        results += r
+        freed += f
+    assert finished[0] == "fast"                       # the devices really finished out of order
+    assert [tag for tag, _ in results] == list(range(6))
+    assert [float(logits[0, 0]) for _, logits in results] == [k + 1.0 for k in range(6)]
+    assert sorted(freed) == list(range(6))            # every buffer handed back exactly once
+    assert sum(runner.batches) == 6 and min(runner.batches) >= 1   # both devices took work
+
+
+def test_runner_frees_a_device_backends_buffer_only_after_its_copy():
+    session = ScriptedSession(reads_host=False, copy_s=0.05, execute_s=0.01)
+    results, freed = [], []
+    bufs = _batches(4)
+    with DeviceRunner([session], depth=2) as runner:
+        for k, buf in enumerate(bufs):
+            runner.submit(buf, len(buf), k)
+            _drain(runner, results, freed)
+            for j in freed:
+                bufs[j][:] = 255   # poison a freed buffer: a copy that had not happened yet would see it
+        r, f = runner.finish()
+        results += r
+    assert [float(logits[0, 0]) for _, logits in results] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_runner_failure_on_one_device_surfaces_and_sticks():
+    ok, bad = ScriptedSession(), ScriptedSession(fail_on=0)
+    runner = DeviceRunner([ok, bad], depth=1)
+    try:
+        for k, buf in enumerate(_batches(2)):
+            runner.submit(buf, len(buf), f"b{k}")
+        with pytest.raises(SessionError, match="inference of batch 'b1' failed: boom on 0") as info:
+            runner.finish()
+        assert isinstance(info.value.__cause__, ValueError)
+        with pytest.raises(SessionError):
+            runner.poll()
+    finally:
+        runner.close()
+        runner.close()
+    assert not any(t.is_alive() for t in runner._threads)
+
+
+def test_runner_detects_a_dead_device_thread_and_a_hung_device():
+    runner = DeviceRunner([ScriptedSession(), ScriptedSession()], depth=1)
+    runner._stop.set()            # both device threads exit as if they had died
+    for t in runner._threads:
+        t.join(5)
+    runner.submit(_batches(1)[0], 2, "x")
+    with pytest.raises(SessionError, match=r"device thread stopped while waiting for the last batches \(e3d-device-"):
+        runner.finish()
+    runner.close()
+
+    hung = ScriptedSession()
+    hung.block = threading.Event()
+    runner = DeviceRunner([hung], depth=1, timeout_s=0.3)
+    try:
+        runner.submit(_batches(1)[0], 2, "a")
+        with pytest.raises(SessionError, match="timed out after 0.3 s waiting for a free device"):
+            runner.submit(_batches(1)[0], 2, "b")   # depth 1: the only slot is taken by a batch that hangs
+    finally:
+        hung.block.set()
+        runner.close()
+
+
+def test_runner_refuses_misuse():
+    with pytest.raises(ConfigError, match="at least one session"):
+        DeviceRunner([])
+    with pytest.raises(ConfigError, match="depth"):
+        DeviceRunner([ScriptedSession()], depth=0)
+    runner = DeviceRunner([ScriptedSession()])
+    with pytest.raises(ConfigError, match="n_valid"):
+        runner.submit(_batches(1)[0], 3, "too many")
+    runner.close()
+    with pytest.raises(SessionError, match="closed"):
+        runner.submit(_batches(1)[0], 2, "late")

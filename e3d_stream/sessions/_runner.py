@@ -36,6 +36,41 @@ def upload_batch(session: Session, buf: np.ndarray, n_valid: int, tag: Any) -> S
         raise SessionError(f"{session.backend}: upload of batch {tag!r} failed: {exc}") from exc
 
 
+def _wait_on_devices(cond: threading.Condition, ready: Callable[[], bool], what: str, *,
+                    threads: list[threading.Thread], check_failed: Callable[[], None],
+                    timeout_s: float | None, poll_s: Callable[[], float]) -> float:
+    """Wait under ``cond`` until ``ready()``; return the seconds waited.
+
+    Between polls (``cond.wait(poll_s())``; a device thread's notify ends one early)
+    ``check_failed()`` raises a device failure, a dead device thread raises
+    :class:`SessionError`, and so does a wait longer than ``timeout_s``: never a hang.
+    """
+    t0 = time.monotonic()
+    with cond:
+        while not ready():
+            check_failed()
+            dead = [t.name for t in threads if not t.is_alive()]
+            if dead:
+                raise SessionError(f"device thread stopped while waiting for {what} ({dead[0]})")
+            if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+                raise SessionError(f"timed out after {timeout_s:g} s waiting for {what}")
+            cond.wait(poll_s())
+    check_failed()
+    return time.monotonic() - t0
+
+
+def _stop_device_threads(threads: list[threading.Thread], queues: list[queue.Queue[_Work]], stop: threading.Event,
+                        *, timeout_s: float | None, poll_s: float) -> None:
+    """Tell the device threads to stop (``stop`` and a ``None`` in each queue); join them, bounded."""
+    stop.set()
+    for q in queues:
+        q.put(None)
+    deadline = time.monotonic() + (timeout_s or 30.0)
+    for t in threads:
+        while t.is_alive() and time.monotonic() < deadline:
+            t.join(poll_s)
+
+
 class DoubleBuffer:
     """Overlap filling/uploading batch k+1 (caller's thread) with computing batch k.
 
@@ -115,11 +150,8 @@ class DoubleBuffer:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        self._queue.put(None)
-        deadline = time.monotonic() + (self.timeout_s or 30.0)
-        while self._thread.is_alive() and time.monotonic() < deadline:
-            self._thread.join(self.POLL_S)
+        _stop_device_threads([self._thread], [self._queue], self._stop, timeout_s=self.timeout_s,
+                            poll_s=self.POLL_S)
 
     def __enter__(self) -> DoubleBuffer:
         return self
@@ -141,18 +173,9 @@ class DoubleBuffer:
     def _wait(self, ready: Callable[[], bool], what: str) -> None:
         if self._closed:
             raise SessionError("DoubleBuffer is closed")
-        t0 = time.monotonic()
-        with self._cond:
-            while not ready():
-                self._raise_if_failed()
-                if not self._thread.is_alive():
-                    raise SessionError(f"device thread stopped while waiting for {what}")
-                waited = time.monotonic() - t0
-                if self.timeout_s is not None and waited > self.timeout_s:
-                    raise SessionError(f"timed out after {self.timeout_s:g} s waiting for {what}")
-                self._cond.wait(self.COPY_POLL_S if self._copy_polling() else self.POLL_S)
-        self.submit_wait_s += time.monotonic() - t0
-        self._raise_if_failed()
+        self.submit_wait_s += _wait_on_devices(
+            self._cond, ready, what, threads=[self._thread], check_failed=self._raise_if_failed,
+            timeout_s=self.timeout_s, poll_s=lambda: self.COPY_POLL_S if self._copy_polling() else self.POLL_S)
 
     def _copy_polling(self) -> bool:
         return any(s is not None and not s.reads_host and s.copy_done is not None for s in self._staged)
@@ -296,13 +319,7 @@ class DeviceRunner:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        for q in self._queues:
-            q.put(None)
-        deadline = time.monotonic() + (self.timeout_s or 30.0)
-        for t in self._threads:
-            while t.is_alive() and time.monotonic() < deadline:
-                t.join(self.POLL_S)
+        _stop_device_threads(self._threads, self._queues, self._stop, timeout_s=self.timeout_s, poll_s=self.POLL_S)
 
     def __enter__(self) -> DeviceRunner:
         return self
@@ -329,18 +346,9 @@ class DeviceRunner:
     def _wait(self, ready: Callable[[], bool], what: str) -> None:
         if self._closed:
             raise SessionError("DeviceRunner is closed")
-        t0 = time.monotonic()
-        with self._cond:
-            while not ready():
-                self._raise_if_failed()
-                dead = [t.name for t in self._threads if not t.is_alive()]
-                if dead:
-                    raise SessionError(f"device thread {dead[0]} stopped while waiting for {what}")
-                if self.timeout_s is not None and time.monotonic() - t0 > self.timeout_s:
-                    raise SessionError(f"timed out after {self.timeout_s:g} s waiting for {what}")
-                self._cond.wait(self.COPY_POLL_S if self._copying else self.POLL_S)
-        self.submit_wait_s += time.monotonic() - t0
-        self._raise_if_failed()
+        self.submit_wait_s += _wait_on_devices(
+            self._cond, ready, what, threads=self._threads, check_failed=self._raise_if_failed,
+            timeout_s=self.timeout_s, poll_s=lambda: self.COPY_POLL_S if self._copying else self.POLL_S)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
