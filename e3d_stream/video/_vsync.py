@@ -114,6 +114,8 @@ class CfrSync:
         self._duration = 1 / (_q2d(Fraction(frame_rate)) * _q2d(self._enc_tb)) if frame_rate else 0.0
         den = self._enc_tb.denominator
         self._extra_bits = min(max(29 - (den.bit_length() - 1), 0), 16)
+        # the output grid with ffmpeg.c's extra precision bits: built once, used per frame
+        self._fine_tb = Fraction(self._enc_tb.numerator, den << self._extra_bits)
         self._offset = rescale(-(start_time or 0), Fraction(1, _AV_TIME_BASE), self._stream_tb)
         self._vscfr = vscfr
         self.sync_opts = 0          # next output slot (encoder ticks)
@@ -125,8 +127,7 @@ class CfrSync:
 
     def sync_ipts(self, pts: int) -> float:
         """A stream timestamp on the output grid, with ffmpeg.c's extra precision and midpoint nudge."""
-        fine = Fraction(self._enc_tb.numerator, self._enc_tb.denominator << self._extra_bits)
-        value = rescale(pts + self._offset, self._stream_tb, fine) / (1 << self._extra_bits)
+        value = rescale(pts + self._offset, self._stream_tb, self._fine_tb) / (1 << self._extra_bits)
         return value + (1.0 if value > 0 else -1.0) / (1 << 17)
 
     def push(self, pts: int | None) -> Decision:
