@@ -95,3 +95,72 @@ def test_misuse_is_refused():
         next(first)
         with pytest.raises(UsageError, match="one pass at a time"):
             next(iter(ld))
+
+
+def test_a_second_pass_or_a_resume_does_not_ledger_a_video_twice():
+    # the failures after the last batch (v5: no clips) are met again by a pass that starts after that batch
+    with loader(SPECS, batch_size=4) as ld:
+        n_first = sum(b.n_valid for b in ld)
+        first = [(f.video_id, f.reason) for f in ld.failures]
+        state = ld.state_dict()
+        n_second = sum(b.n_valid for b in ld)          # starts where the first ended: nothing left to yield
+        assert [(f.video_id, f.reason) for f in ld.failures] == first
+    assert n_first == 10 and n_second == 0
+    assert first == [("v2", ledger.MISSING), ("v3", ledger.NOT_A_VIDEO), ("v5", ledger.NO_CLIPS)]
+    with loader(SPECS, batch_size=4) as ld:
+        ld.load_state_dict(state)
+        assert sum(b.n_valid for b in ld) == 0
+        assert [(f.video_id, f.reason) for f in ld.failures] == first
+
+
+def test_pin_memory_without_a_cuda_device_is_refused_up_front():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: pinning works here")
+    with pytest.raises(ConfigError, match="pin_memory=True needs a CUDA device"):
+        loader(["2"], as_torch=True, pin_memory=True)
+
+
+def test_a_closed_loader_says_so():
+    ld = loader(["2"], batch_size=2)
+    with ld:
+        assert sum(b.n_valid for b in ld) == 2
+    with pytest.raises(UsageError, match="closed"):
+        next(iter(ld))
+    ld.close()   # idempotent
+
+
+_KEEP_LAST = """
+import sys, glob
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from e3d_stream import ClipLoader
+from e3d_stream.video import VideoItem
+
+if __name__ == "__main__":
+    items = [VideoItem("v0", "A", 0, "0=5", 0)]
+    for as_torch in (False, True):
+        with ClipLoader(items, batch_size=2, workers=1, producer="producers:fake_clips",
+                        as_torch=as_torch) as ld:
+            for batch in ld:
+                last, want = batch, np.array(batch.data, copy=True)
+            name = ld.pool.ring.name
+        assert not glob.glob("/dev/shm/" + name), "the segment's name outlived close()"
+        assert np.array_equal(np.asarray(last.data), want)   # a read after close: the kept batch's bytes
+        del last, batch
+    print("read after close: ok")
+"""
+
+
+def test_a_batch_kept_past_the_loaders_close_stays_readable(tmp_path):
+    # close() used to unmap the ring under the views it had handed out: reading the kept batch segfaulted
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "keep_last.py"
+    script.write_text(_KEEP_LAST)
+    tests = Path(__file__).resolve().parent
+    proc = subprocess.run([sys.executable, str(script), str(tests)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "read after close: ok" in proc.stdout

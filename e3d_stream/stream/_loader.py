@@ -121,6 +121,8 @@ class ClipLoader:
                               "is applied by the workers: it needs dtype='float32'")
         if pin_memory and not as_torch:
             raise ConfigError("pin_memory needs as_torch=True")
+        if pin_memory:
+            _check_pinnable()
         self.items = list(items)
         self.batch_size, self.dtype, self.drop_last = batch_size, dtype, drop_last
         self.as_torch, self.pin_memory, self.copy_batches = as_torch, pin_memory, copy
@@ -147,6 +149,7 @@ class ClipLoader:
         self.dropped: list[ClipTag] = []     # clips of a partial last batch dropped by drop_last
         self.n_batches = 0
         self._iterating = False
+        self._closed = False
 
     @classmethod
     def from_dataset(cls, video_path: str, annotation_path: str, *, subset: str = "validation",
@@ -166,6 +169,8 @@ class ClipLoader:
     @property
     def pool(self) -> ClipPool:
         """The decode pool (started on first use)."""
+        if self._closed:
+            raise UsageError("this ClipLoader is closed (its workers stopped): make a new one")
         if self._pool is None:
             from ..video._transforms import warm_up
 
@@ -178,7 +183,12 @@ class ClipLoader:
         self.pool.release(batch.buffer)
 
     def close(self) -> None:
-        """Stop the workers and free the shared memory. Idempotent."""
+        """Stop the workers and free the shared memory. Idempotent.
+
+        A batch kept from the last iteration stays readable (its memory is
+        unmapped when the last reference to it goes), but it is not refilled.
+        """
+        self._closed = True
         if self._pool is not None:
             self._pool.close()
 
@@ -203,8 +213,20 @@ class ClipLoader:
 
     # -- iteration -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
-        """Batches in dataset order; the failure ledger fills as videos fail (``self.failures``)."""
+        """Batches in dataset order; the failure ledger fills as videos fail (``self.failures``).
+
+        A video is ledgered once: a second pass, or one resumed with
+        :meth:`load_state_dict`, starts after the last batch yielded and meets
+        again the videos that failed after it; their entries are not repeated.
+        """
         held: Batch | None = None
+        ledgered = {(f.video_id, f.reason) for f in self.failures}
+
+        def record(failure: ledger.Failure) -> None:
+            if (failure.video_id, failure.reason) not in ledgered:
+                ledgered.add((failure.video_id, failure.reason))
+                self.failures.append(failure)
+
         try:
             for ev in self.events():
                 if held is not None:
@@ -218,13 +240,13 @@ class ClipLoader:
                     yield ev
                 elif isinstance(ev, VideoEnd):
                     if ev.warning is not None:
-                        self.failures.append(ev.warning)
+                        record(ev.warning)
                     if ev.n_clips == 0:
-                        self.failures.append(ledger.no_clips(ev.item.video_id, ev.n_frames))
+                        record(ledger.no_clips(ev.item.video_id, ev.n_frames))
                 elif isinstance(ev, VideoFailed):
-                    self.failures.append(ev.failure)
+                    record(ev.failure)
         finally:
-            if held is not None and self._pool is not None:
+            if held is not None and self._pool is not None and not self._closed:
                 self.release(held)
 
     def events(self, *, should_stop: Callable[[], bool] | None = None,
@@ -302,6 +324,19 @@ class ClipLoader:
         if self.pin_memory:
             return tensor.pin_memory()
         return tensor.clone() if self.copy_batches else tensor
+
+
+def _check_pinnable() -> None:
+    """pin_memory needs torch and an accelerator to pin for: refuse at construction, not mid-iteration."""
+    try:
+        import torch
+    except ImportError as exc:
+        from ..errors import BackendUnavailableError
+
+        raise BackendUnavailableError("pin_memory=True needs torch: pip install 'e3d_stream[torch]'") from exc
+    if not torch.cuda.is_available():
+        raise ConfigError("pin_memory=True needs a CUDA device to pin for (torch sees none); leave it off: "
+                          "batches are torch tensors sharing the ring's memory")
 
 
 __all__ = ["DTYPES", "Batch", "ClipLoader", "Position"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Set
 from multiprocessing import shared_memory
@@ -88,9 +89,21 @@ class BatchRing:
         return self.array[buf] if rows is None else self.array[buf, :rows]
 
     def close(self) -> None:
-        self.array = None  # type: ignore[assignment]
+        """Remove the segment's name now; unmap it once no view of it is left.
+
+        Views handed out (batches, torch tensors sharing their memory) keep
+        ``self.array`` alive as their base, and numpy does not pin the mapping
+        itself: unmapping while one is still referenced would turn a late read
+        into a segfault. So the unmap waits for the last view (at once when
+        there is none); the memory stays bounded by what the caller holds.
+        """
+        array, self.array = self.array, None  # type: ignore[assignment]
         try:
-            self.shm.close()
+            if array is None:
+                self.shm.close()
+            else:
+                weakref.finalize(array, self.shm.close)
+                del array
         finally:
             try:
                 self.shm.unlink()
