@@ -73,6 +73,12 @@ def test_modelzoo_compat_reproduces_the_reference_defects(fixtures_dir, tmp_path
     acc = json.loads((fixtures_dir / "reference" / "accuracy.json").read_text())[ref]
     assert (report.top1, report.top5) == (pytest.approx(acc["top1"]), pytest.approx(acc["top5"]))
     assert report.n_videos == 6  # unscored videos stay in the denominator
+    # every video is accounted for: scored, excluded by the ledger, or dropped by the seed's scoring, and named
+    result = json.loads((tmp_path / "result.json").read_text())
+    dropped = result["dropped_videos"]
+    assert dropped and set(dropped).isdisjoint(report.results) and result["counts"]["dropped_videos"] == len(dropped)
+    assert report.n_scored + len(report.excluded) + len(dropped) == report.n_videos
+    assert f"dropped {len(dropped)}" in report.summary() and dropped[0] in report.summary()
 
 
 def test_results_do_not_depend_on_workers_depth_or_batch(fixtures_dir, tmp_path, onnx_model):
@@ -254,3 +260,15 @@ def test_device_lists_are_checked():
     for bad, match in (("sim:0,,sim:1", "empty entry"), ("sim:0,sim:0", "twice"), ("gpu:0", "not valid")):
         with pytest.raises(ConfigError, match=match):
             EvalConfig.create(video_path="v", annotation_path="a", backend="simulated", device=bad)
+
+
+def test_an_open_session_is_enough_without_model_or_backend(tmp_path):
+    from e3d_stream.sessions import open_session
+
+    ann = _synthetic_set(tmp_path, 2)
+    with open_session(None, backend="simulated", ms_per_clip=0.0, num_classes=2) as session:
+        report = evaluate(video_path=str(tmp_path / "videos"), annotation_path=str(ann), session=session,
+                          workers=1, output=str(tmp_path / "out"))
+    assert report.n_scored == 2 and report.session["backend"] == "simulated"
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["config"]["model"] == "<open simulated session>"   # what ran, named in the results

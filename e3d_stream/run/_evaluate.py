@@ -119,6 +119,9 @@ def evaluate(config: EvalConfig | None = None, /, *, session: Session | None = N
     val.json are written there. Raises :class:`PipelineInterrupted` after
     saving a checkpoint when SIGINT/SIGTERM stops the run.
     """
+    if session is not None and config is None and kwargs.get("model") is None:
+        # the session is the model: result.json names what ran (its file, else the backend)
+        kwargs["model"] = session.model_path or f"<open {session.backend} session>"
     cfg = config if config is not None else EvalConfig.create(**kwargs)
     if config is not None and kwargs:
         cfg = cfg.replace(**kwargs)

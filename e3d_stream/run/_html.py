@@ -111,6 +111,8 @@ def _summary(result: Mapping[str, Any], stats: PerClassStats) -> str:
             ("excluded (no score, counted as misses)", counts.get("excluded", "n/a")),
             ("warnings (scored)", counts.get("warnings", "n/a")), ("clips", counts.get("clips", "n/a")),
             ("dropped clips", counts.get("dropped_clips", "n/a")),
+            ("dropped videos (compat=modelzoo: never scored, counted as misses)",
+             ", ".join(result.get("dropped_videos") or []) or counts.get("dropped_videos", "n/a")),
             ("end-to-end clips/s", _fmt(tp.get("end_to_end_clips_per_s"), ".1f")),
             ("clips/s once running (first to last batch scored)", _fmt(tp.get("running_clips_per_s"), ".1f")),
             ("compute-only clips/s (1000*B/mean ms)", _fmt(tp.get("compute_clips_per_s"), ".1f")),

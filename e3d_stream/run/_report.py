@@ -56,6 +56,9 @@ class Report:
     session: dict[str, Any] = field(default_factory=dict, repr=False)
     versions: dict[str, Any] = field(default_factory=dict, repr=False)
     dropped_clips: int = 0
+    #: videos left unscored by ``compat="modelzoo"`` (the seed's last video, and any whose clips were
+    #: all in the dropped short batch): not failures, but not scored either
+    dropped_videos: tuple[str, ...] = ()
     #: k of the "top-5" figure: min(5, number of classes)
     top5_k: int = 5
     #: things the user should know about how the run ended (e.g. a signal after completion)
@@ -85,6 +88,7 @@ class Report:
                 "warnings": sum(1 for f in self.failures if not f.fatal),
                 "clips": self.n_clips,
                 "dropped_clips": self.dropped_clips,
+                "dropped_videos": len(self.dropped_videos),
                 "peak_open_videos": self.throughput.get("peak_open_videos", 0),
             },
             "clip_top1": self.clip_top1,
@@ -92,6 +96,7 @@ class Report:
             "mean_class_top5": self.per_class.get("mean_class_top5"),
             "per_class": self.per_class.get("classes", []),
             "failures": [f.to_dict() for f in self.failures],
+            "dropped_videos": list(self.dropped_videos),
             "timings_s": self.timings,
             "throughput": self.throughput,
             "preprocess": self.preprocess,
@@ -104,7 +109,8 @@ class Report:
         """A one-screen human summary."""
         t = self.throughput
         lines = [
-            f"videos {self.n_videos}  scored {self.n_scored}  excluded {len(self.excluded)}  clips {self.n_clips}",
+            f"videos {self.n_videos}  scored {self.n_scored}  excluded {len(self.excluded)}"
+            + (f"  dropped {len(self.dropped_videos)}" if self.dropped_videos else "") + f"  clips {self.n_clips}",
             f"top-1 {self.top1:.5f} ({self.hits.get('1', 0)}/{self.n_videos})   "
             f"top-5 {self.top5:.5f} ({self.hits.get('5', 0)}/{self.n_videos})"
             + (f"   mean class top-1 {self.per_class['mean_class_top1']:.5f}"
@@ -119,6 +125,9 @@ class Report:
         if self.top5_k != 5:
             lines.append(f"(top-5 counts top-{self.top5_k}: the model has {self.top5_k} classes)")
         lines.extend(self.notes)
+        if self.dropped_videos:
+            shown = ", ".join(self.dropped_videos[:5]) + (" ..." if len(self.dropped_videos) > 5 else "")
+            lines.append(f"dropped, never scored (compat=modelzoo, the seed's scoring): {shown}")
         if self.failures:
             lines.append(f"failure ledger ({len(self.failures)}):")
             for f in self.failures[:20]:
@@ -143,6 +152,7 @@ def load_report(folder: str | Path, labels: Sequence[str], *, note: str = "") ->
             results=read_val_json(folder / VAL_NAME, labels), labels=tuple(labels),
             timings=d["timings_s"], throughput=d["throughput"], config=d["config"], session=d["session"],
             versions=d["versions"], dropped_clips=counts["dropped_clips"], top5_k=d.get("top5_k", 5),
+            dropped_videos=tuple(d.get("dropped_videos", ())),
             notes=(note,) if note else (), preprocess=d.get("preprocess", {}),
             per_class={"mean_class_top1": d.get("mean_class_top1"), "mean_class_top5": d.get("mean_class_top5"),
                        "classes": d.get("per_class", [])})
@@ -180,6 +190,8 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
     device, give the compute times; compute-only throughput adds the devices up).
     """
     results = acc.finalize(incomplete="error" if acc.compat == "none" else "drop")
+    failures = tuple(failures)
+    fatal = {f.video_id for f in failures if f.fatal}
     truth = {it.video_id: it.label_index for it in items}
     k5 = min(5, acc.topk)  # top-5 over fewer than 5 classes counts the classes there are
     accuracy = video_accuracy(results, truth, topk=(1, k5))
@@ -219,9 +231,12 @@ def build_report(cfg: EvalConfig, annotation: Annotation, items: Sequence[VideoI
         hits={"1": accuracy.hits[1], "5": accuracy.hits[k5]}, top5_k=k5,
         n_videos=len(items), n_scored=len(results), n_clips=n_clips,
         clip_top1=clips.top1 if clips.total else None,
-        failures=tuple(failures), results=results, labels=tuple(annotation.labels),
+        failures=failures, results=results, labels=tuple(annotation.labels),
         timings=timings, throughput=throughput, config=cfg.to_dict(), session=session.describe(),
         versions=versions(), dropped_clips=dropped_clips, truth=truth,
+        # neither scored nor excluded by the ledger: what compat=modelzoo leaves out (the last video, and
+        # videos whose clips were all in the dropped short batch); empty otherwise (finalize insists)
+        dropped_videos=tuple(it.video_id for it in items if it.video_id not in results and it.video_id not in fatal),
         preprocess={"resize": cfg.decode.resize, "kernel": resize_kernel(cfg.decode.resize)},
         per_class=per_class_summary(results, truth, annotation.labels))
 
