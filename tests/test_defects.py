@@ -196,3 +196,33 @@ def test_config_round_trips_through_its_flat_form():
     assert cfg.model.batch_size == 4 and cfg.decode.resize == "fast"
     assert EvalConfig.create(**cfg.flat()) == cfg
     assert cfg.replace(workers=3).pool.workers == 3
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"video_path": None}, "video_path must be a path"),
+    ({"annotation_path": 123}, "annotation_path must be a path"),
+    ({"video_path": ""}, "video_path must be a path"),
+    ({"strict": "false"}, "strict must be True or False"),     # a non-empty string would read as true
+    ({"overwrite": 1}, "overwrite must be True or False"),
+])
+def test_evaluate_names_the_option_of_a_wrongly_typed_value(tmp_path, options, message):
+    kw = {"video_path": str(tmp_path), "annotation_path": str(tmp_path / "a.json"), "backend": "simulated"}
+    with pytest.raises(ConfigError, match=message):
+        evaluate(**{**kw, **options})
+
+
+def test_accumulator_misuse_is_a_library_error_and_numpy_integers_are_integers():
+    from e3d_stream.scoring import TopKAccumulator
+
+    acc = TopKAccumulator(np.int64(4), topk=np.int32(2))
+    assert acc.num_classes == 4 and isinstance(acc.num_classes, int)
+    with pytest.raises(ConfigError, match="clip index must be an integer, got 'a'"):
+        acc.add(["v", "v"], np.zeros((2, 4)), clip_indices=["a", "b"])
+    with pytest.raises(ConfigError, match="one per row"):
+        acc.add("vv", np.zeros((2, 4)))
+    with pytest.raises(ConfigError, match=r"label_index must be an integer in 0..3, got -1"):
+        acc.expect("w", 1, label_index=-1)
+    with pytest.raises(ConfigError, match="state is missing"):
+        TopKAccumulator.from_state({"format": "e3d_stream.TopKAccumulator", "version": 1})
+    acc.add(["v"], np.zeros((1, 4)), clip_indices=[np.int64(0)])   # numpy integers are clip indices too
+    assert TopKAccumulator.from_state(acc.state_dict()).state_dict() == acc.state_dict()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,8 @@ def option(default: Any = _REQUIRED, help: str = "", *, choices: Callable[[], It
 
     ``choices``: a function returning the allowed values (the registry that implements them).
     ``check``: ``"positive"`` (an int >= 1), ``"positive_or_none"``, ``"positive_number"`` (> 0),
-    ``"non_negative_number"`` (>= 0).
+    ``"non_negative_number"`` (>= 0), ``"path"`` (a non-empty str or os.PathLike). Options
+    annotated ``bool`` must be a bool.
     ``flag``: the command-line name when it differs from ``--<field>``; ``cli=False`` keeps it off the CLI.
     """
     meta = {"help": help, "choices": choices, "check": check, "flag": flag, "cli": cli}
@@ -139,8 +141,14 @@ def _validate(group: Any) -> None:
             allowed = tuple(choices())
             if value not in allowed:
                 raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+        if f.type == "bool" and not isinstance(value, bool):
+            # a string like "false" would read as true
+            raise ConfigError(f"{f.name} must be True or False, got {value!r}")
         check = meta.get("check")
-        if check in ("positive", "positive_or_none"):
+        if check == "path":
+            if not isinstance(value, (str, os.PathLike)) or not str(value):
+                raise ConfigError(f"{f.name} must be a path (str or os.PathLike), got {value!r}")
+        elif check in ("positive", "positive_or_none"):
             if value is None and check == "positive_or_none":
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -162,8 +170,9 @@ class _Group:
 class DataOptions(_Group):
     """What to read."""
 
-    video_path: str = option(help="video root <root>/<label>/<id>.avi (or a rawframes root with --source rawframes)")
-    annotation_path: str = option(help="ucf101_01.json-style annotation")
+    video_path: str = option(help="video root <root>/<label>/<id>.avi (or a rawframes root with --source rawframes)",
+                             check="path")
+    annotation_path: str = option(help="ucf101_01.json-style annotation", check="path")
     dataset: str = option("ucf101", "upstream's dataset layout: ucf101/hmdb51 <root>/<label>/<id>.avi, kinetics "
                           "<root>/<label>/<youtube_id>_<start>_<end>.mp4 (nested json), jester <root>/<id>/%%05d.jpg "
                           "(frame folders: --source rawframes)", choices=_datasets)

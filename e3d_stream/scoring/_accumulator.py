@@ -44,6 +44,9 @@ __all__ = ["COMPAT_MODES", "INCOMPLETE_POLICIES", "TopKAccumulator", "VideoResul
 
 STATE_FORMAT = "e3d_stream.TopKAccumulator"
 STATE_VERSION = 1
+#: what a state (``state_dict()``) holds besides format and version
+_STATE_KEYS = ("num_classes", "topk", "compat", "softmax", "keep_mean", "labels", "ground_truth", "seen", "closed",
+               "open", "empty", "current", "dropped", "finalized")
 #: classes kept per video, as upstream's val.json
 DEFAULT_TOPK = 10
 
@@ -89,6 +92,8 @@ class _CloseOnCount:
 
     @staticmethod
     def clip_index(state: _Open, given: int | None, vid: str) -> int:
+        if given is not None and not isinstance(given, (int, np.integer)) or isinstance(given, bool):
+            raise ConfigError(f"{vid}: clip index must be an integer, got {given!r}")
         index = len(state.clips) if given is None else int(given)
         if index in state.clips or index < 0 or (state.expected is not None and index >= state.expected):
             span = "" if state.expected is None else f" or outside 0..{state.expected - 1}"
@@ -108,10 +113,9 @@ class _CloseOnCount:
         if given is None:
             indices = list(range(start, start + count))
         else:
-            try:
-                indices = [int(i) for i in given]
-            except (TypeError, ValueError):
-                return None
+            if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in given):
+                return None   # the row-by-row path names the bad index
+            indices = [int(i) for i in given]
             if len(set(indices)) != count or min(indices) < 0:
                 return None
         if state.expected is not None and max(indices) >= state.expected:
@@ -189,10 +193,11 @@ class TopKAccumulator:
     def __init__(self, num_classes: int, *, labels: Sequence[str] | None = None, topk: int | None = None,
                  compat: str = "none", softmax: str = "numpy", ground_truth: Mapping[str, int] | None = None,
                  keep_mean: bool = False) -> None:
-        if not isinstance(num_classes, int) or num_classes < 1:
+        if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
             raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+        num_classes = int(num_classes)
         topk = min(DEFAULT_TOPK, num_classes) if topk is None else topk
-        if not isinstance(topk, int) or not 1 <= topk <= num_classes:
+        if not isinstance(topk, (int, np.integer)) or isinstance(topk, bool) or not 1 <= topk <= num_classes:
             raise ConfigError(f"topk must be an integer in 1..{num_classes}, got {topk!r}")
         if labels is not None and len(labels) != num_classes:
             raise ConfigError(f"{len(labels)} labels given for {num_classes} classes")
@@ -223,6 +228,10 @@ class TopKAccumulator:
         n_clips = int(n_clips)
         self._seen.setdefault(video_id, None)
         if label_index is not None:
+            if (not isinstance(label_index, (int, np.integer)) or isinstance(label_index, bool)
+                    or not 0 <= label_index < self.num_classes):
+                raise ConfigError(f"{video_id}: label_index must be an integer in 0..{self.num_classes - 1}, "
+                                  f"got {label_index!r}")
             self._truth[video_id] = int(label_index)
         if self.compat == "modelzoo":
             return
@@ -258,6 +267,8 @@ class TopKAccumulator:
         adding the clips one at a time.
         """
         self._check_open_for_input()
+        if isinstance(video_ids, (str, bytes)):
+            raise ConfigError(f"video_ids must be a sequence of ids, one per row, got the string {video_ids!r}")
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape != (len(video_ids), self.num_classes):
             raise ConfigError(f"logits of shape {logits.shape} do not match {len(video_ids)} clips x "
@@ -422,6 +433,9 @@ class TopKAccumulator:
         if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
             raise ConfigError(f"not a {STATE_FORMAT} v{STATE_VERSION} state: "
                               f"{state.get('format')!r} v{state.get('version')!r}")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ConfigError(f"{STATE_FORMAT} state is missing {', '.join(missing)}")
         acc = cls(state["num_classes"], labels=state["labels"], topk=state["topk"], compat=state["compat"],
                   softmax=state["softmax"], ground_truth=state["ground_truth"], keep_mean=state["keep_mean"])
         acc._seen = dict.fromkeys(state["seen"])
