@@ -174,7 +174,8 @@ def test_eval_cli_writes_results_and_exits_zero_with_failed_videos(tmp_path, cap
     assert "v_A_g999_c01: not_a_video" in out and "top-1" in out
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["counts"] == {"videos": 5, "scored": 4, "excluded": 1, "warnings": 0, "clips": 8,
-                                "dropped_clips": 0, "peak_open_videos": result["counts"]["peak_open_videos"]}
+                                "dropped_clips": 0, "dropped_videos": 0,
+                                "peak_open_videos": result["counts"]["peak_open_videos"]}
     assert [f["video_id"] for f in result["failures"]] == ["v_A_g999_c01"]
     assert set(result["timings_s"]) >= {"wall", "decode_worker_busy", "consumer_waited_for_batches",
                                         "producers_waited_for_rows", "device_busy"}
