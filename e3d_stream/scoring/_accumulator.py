@@ -92,7 +92,7 @@ class _CloseOnCount:
 
     @staticmethod
     def clip_index(state: _Open, given: int | None, vid: str) -> int:
-        if given is not None and not isinstance(given, (int, np.integer)) or isinstance(given, bool):
+        if given is not None and (not isinstance(given, (int, np.integer)) or isinstance(given, bool)):
             raise ConfigError(f"{vid}: clip index must be an integer, got {given!r}")
         index = len(state.clips) if given is None else int(given)
         if index in state.clips or index < 0 or (state.expected is not None and index >= state.expected):
